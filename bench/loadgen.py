@@ -1,0 +1,323 @@
+"""Closed-loop load generation: N workers, each doing one operation after another.
+
+A *worker* owns one keep-alive connection and implements::
+
+    async def op(self) -> int              # one operation; returns the HTTP requests it made
+    async def recover(self, exc) -> None   # after a failed op (e.g. fetch a new refresh token)
+
+:func:`run_load` runs the workers through a warm-up, then a measured window. Only operations
+that *complete* inside the window count; their latencies give p50/p99. CPU time is sampled at
+the window's edges: the generator's own (``getrusage``), the server's processes (``/proc``) and
+each core's busy time, so a run can show that the generator was not the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import resource
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import quote
+
+from flow import AuthCodeFlow, CookieJar
+from httpclient import HttpConnection, Response, build_request_head, finish_request
+from servers import core_times, process_cpu_seconds
+
+__all__ = [
+    "AuthCodeWorker",
+    "LoadResult",
+    "OpError",
+    "RefreshWorker",
+    "StaticWorker",
+    "Worker",
+    "run_load",
+]
+
+STOP_GRACE_SECONDS = 30.0
+
+
+class OpError(Exception):
+    """An operation got an answer it did not expect."""
+
+
+class Worker(Protocol):
+    async def op(self) -> int: ...
+
+    async def recover(self, exc: Exception) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _describe(response: Response) -> str:
+    text = response.body[:160].decode("utf-8", "replace").replace("\n", " ")
+    return f"HTTP {response.status}: {text}"
+
+
+# --------------------------------------------------------------------------------------------
+# Workers
+# --------------------------------------------------------------------------------------------
+
+
+class StaticWorker:
+    """Sends the same pre-built request again and again (bare POST, JWKS, client credentials)."""
+
+    def __init__(self, conn: HttpConnection, raw: bytes, expect: int = 200, must_contain: bytes | None = None):
+        self.conn = conn
+        self.raw = raw
+        self.expect = expect
+        self.must_contain = must_contain
+
+    async def op(self) -> int:
+        response = await self.conn.send(self.raw)
+        if response.status != self.expect or (self.must_contain is not None and self.must_contain not in response.body):
+            raise OpError(_describe(response))
+        return 1
+
+    async def recover(self, exc: Exception) -> None:
+        return None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class RefreshWorker:
+    """A public client refreshing its token in a loop, always presenting the rotated token.
+
+    ``bootstrap`` obtains a new refresh token (through the authorization-code flow); it is used
+    when the chain breaks, e.g. after a failed refresh.
+    """
+
+    def __init__(
+        self,
+        conn: HttpConnection,
+        token_path: str,
+        client_id: str,
+        refresh_token: str,
+        bootstrap: Callable[[], Awaitable[str]],
+    ) -> None:
+        self.conn = conn
+        self.head = build_request_head(
+            "POST", token_path, conn.host_header, [("Content-Type", "application/x-www-form-urlencoded")]
+        )
+        self.client_id = quote(client_id, safe="")
+        self.refresh_token = refresh_token
+        self.bootstrap = bootstrap
+
+    def _request(self) -> bytes:
+        token = quote(self.refresh_token, safe="")
+        body = f"grant_type=refresh_token&refresh_token={token}&client_id={self.client_id}".encode()
+        return finish_request(self.head, body)
+
+    async def op(self) -> int:
+        response = await self.conn.send(self._request())
+        if response.status != 200:
+            raise OpError(_describe(response))
+        try:
+            self.refresh_token = json.loads(response.body)["refresh_token"]
+        except (ValueError, KeyError) as exc:
+            raise OpError(f"no refresh_token in answer: {_describe(response)}") from exc
+        return 1
+
+    async def recover(self, exc: Exception) -> None:
+        self.refresh_token = await self.bootstrap()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class AuthCodeWorker:
+    """One whole authorization-code flow per operation: authorize, login, consent, token.
+
+    With ``keep_session`` the worker keeps its browser cookies, so only its first flow logs in;
+    otherwise every flow starts with an empty cookie jar (a fresh login each time).
+    """
+
+    def __init__(self, conn: HttpConnection, flow: AuthCodeFlow, keep_session: bool = False) -> None:
+        self.conn = conn
+        self.flow = flow
+        self.keep_session = keep_session
+        self.jar = CookieJar()
+
+    async def op(self) -> int:
+        jar = self.jar if self.keep_session else CookieJar()
+        result = await self.flow.authorize(self.conn, jar)
+        await self.flow.exchange_code(self.conn, result)
+        return result.requests + 1
+
+    async def recover(self, exc: Exception) -> None:
+        self.jar = CookieJar()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The load loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    """What one measured window produced."""
+
+    duration: float
+    ops: int
+    requests: int
+    errors: int
+    latencies: list[float]
+    error_kinds: Counter[str] = field(default_factory=Counter)
+    warmup_errors: int = 0
+    generator_cpu: float = 0.0  # fraction of one core
+    server_cpu: float | None = None  # fraction of one core, server processes together
+    core_busy: dict[int, float] = field(default_factory=dict)  # fraction busy, per core
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.duration if self.duration else 0.0
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.duration if self.duration else 0.0
+
+    def percentile_ms(self, p: float) -> float | None:
+        """Nearest-rank percentile of the operation latencies, in milliseconds."""
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        rank = min(len(ordered), max(1, math.ceil(p / 100 * len(ordered))))
+        return ordered[rank - 1] * 1000
+
+
+@dataclass
+class _Window:
+    measuring: bool = False
+    stopped: bool = False
+    ops: int = 0
+    requests: int = 0
+    errors: int = 0
+    warmup_errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    error_kinds: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _CpuSample:
+    wall: float
+    generator: float
+    server: float | None
+    cores: dict[int, tuple[float, float]]
+
+
+def _sample_cpu(server_pids: list[int]) -> _CpuSample:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    server = None
+    if server_pids:
+        times = [process_cpu_seconds(pid) for pid in server_pids]
+        server = sum(t for t in times if t is not None)
+    return _CpuSample(time.perf_counter(), usage.ru_utime + usage.ru_stime, server, core_times())
+
+
+async def _drive(worker: Worker, window: _Window) -> None:
+    """Run one worker's closed loop until the window is stopped."""
+    perf_counter = time.perf_counter
+    latencies = window.latencies
+    while not window.stopped:
+        start = perf_counter()
+        try:
+            requests = await worker.op()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
+            await _record_failure(worker, window, exc)
+            continue
+        if window.measuring:
+            latencies.append(perf_counter() - start)
+            window.ops += 1
+            window.requests += requests
+
+
+async def _record_failure(worker: Worker, window: _Window, exc: Exception) -> None:
+    if window.measuring:
+        window.errors += 1
+        window.error_kinds[(str(exc) or type(exc).__name__)[:200]] += 1
+    else:
+        window.warmup_errors += 1
+    if window.stopped:
+        return
+    try:
+        await worker.recover(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - a failed recovery is retried after the next failure
+        await asyncio.sleep(0.05)
+
+
+async def run_load(
+    workers: list[Worker],
+    duration: float,
+    warmup: float,
+    before_window: Callable[[], list[int]] | None = None,
+) -> LoadResult:
+    """Drive ``workers`` for ``warmup`` + ``duration`` seconds; measure the last ``duration``.
+
+    ``before_window`` runs at the end of the warm-up and returns the PIDs whose CPU time counts
+    as the server's (it may also pin late-started server processes).
+    """
+    window = _Window()
+    tasks = [asyncio.create_task(_drive(worker, window)) for worker in workers]
+    try:
+        await asyncio.sleep(warmup)
+        server_pids = before_window() if before_window else []
+        start = _sample_cpu(server_pids)
+        window.measuring = True
+        await asyncio.sleep(duration)
+        window.measuring = False
+        window.stopped = True
+        end = _sample_cpu(server_pids)
+        await _finish(tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for worker in workers:
+            worker.close()
+    return _result(window, start, end)
+
+
+async def _finish(tasks: list[asyncio.Task[None]]) -> None:
+    """Let in-flight operations end (they are not counted); cancel stragglers after a grace."""
+    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+    for task in pending:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _result(window: _Window, start: _CpuSample, end: _CpuSample) -> LoadResult:
+    wall = end.wall - start.wall
+    server_cpu = None
+    if start.server is not None and end.server is not None:
+        server_cpu = (end.server - start.server) / wall
+    core_busy = {}
+    for core, (busy_end, total_end) in end.cores.items():
+        busy_start, total_start = start.cores.get(core, (busy_end, total_end))
+        if total_end > total_start:
+            core_busy[core] = (busy_end - busy_start) / (total_end - total_start)
+    return LoadResult(
+        duration=wall,
+        ops=window.ops,
+        requests=window.requests,
+        errors=window.errors,
+        latencies=window.latencies,
+        error_kinds=window.error_kinds,
+        warmup_errors=window.warmup_errors,
+        generator_cpu=(end.generator - start.generator) / wall,
+        server_cpu=server_cpu,
+        core_busy=core_busy,
+    )

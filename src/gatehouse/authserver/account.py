@@ -1,0 +1,194 @@
+"""Signing in and out, and the connected-apps page where a user revokes what apps hold."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode, urlsplit
+
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from gatehouse.authserver import audit
+from gatehouse.authserver.http import BadRequestBody, read_body
+from gatehouse.authserver.pages import PAGE_HEADERS, error_page, render
+from gatehouse.authserver.ratelimit import RateLimited
+from gatehouse.authserver.tokens import revoke_grants_of
+from gatehouse.authserver.users import authenticate
+from gatehouse.store.models import Consent, Grant, User
+from urllib.parse import parse_qsl
+
+
+class AccountPages:
+    def __init__(self, ctx, sessions, base_path: str):
+        self.ctx = ctx
+        self.sessions = sessions
+        self.base_path = base_path
+
+    # -- helpers --
+    def _safe_next(self, value: str | None) -> str:
+        """Only our own authorize endpoint or apps page, as a relative URL (no open redirect)."""
+        default = f"{self.base_path}/apps"
+        if not value or "\\" in value or value.startswith("//"):
+            return default
+        parts = urlsplit(value)
+        if parts.scheme or parts.netloc:
+            return default
+        if parts.path in (f"{self.base_path}/authorize", f"{self.base_path}/apps"):
+            return value
+        return default
+
+    async def _form(self, request: Request) -> dict[str, str]:
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+            raise BadRequestBody(400, "invalid_request", "this form must be posted as application/x-www-form-urlencoded")
+        raw = await read_body(request, self.ctx.settings.max_body_bytes)
+        try:
+            return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise BadRequestBody(400, "invalid_request", "the form is not valid UTF-8") from None
+
+    def _login_page(self, request: Request, next_url: str, *, error: str | None = None, username: str | None = None, status: int = 200):
+        browser_id = self.sessions.browser_id(request)
+        response = render(
+            "login.html",
+            status_code=status,
+            base_path=self.base_path,
+            next=next_url,
+            error=error,
+            username=username,
+            csrf_token=self.sessions.csrf_token("login", browser_id),
+        )
+        self.sessions.remember_browser(request, response)
+        return response
+
+    # -- login --
+    async def login(self, request: Request) -> Response:
+        if request.method == "GET":
+            next_url = self._safe_next(request.query_params.get("next"))
+            if self.sessions.read(request) is not None:
+                return RedirectResponse(next_url, status_code=303, headers=PAGE_HEADERS)
+            return self._login_page(request, next_url)
+        try:
+            form = await self._form(request)
+        except BadRequestBody as exc:
+            return error_page("This form cannot be used", exc.description, status_code=exc.status, base_path=self.base_path)
+        next_url = self._safe_next(form.get("next"))
+        browser_id = request.cookies.get("__Host-gatehouse-browser", "")
+        if not browser_id or not self.sessions.csrf_valid(form.get("csrf_token"), "login", browser_id):
+            return error_page(
+                "This sign-in form has expired",
+                "The form could not be verified. Reload the page and sign in again.",
+                status_code=403,
+                error_code="csrf_failed",
+                base_path=self.base_path,
+            )
+        username = form.get("username", "").strip()[:128]
+        password = form.get("password", "")[:1024]
+        remote = request.client.host if request.client else "unknown"
+        limiter = self.ctx.limits.failed_login
+        try:
+            limiter.check(f"user:{username.lower()}")
+            limiter.check(f"addr:{remote}")
+        except RateLimited as exc:
+            response = self._login_page(
+                request, next_url, error=f"Too many failed attempts. Try again in {exc.retry_after} seconds.", username=username, status=429
+            )
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+        user_id = await run_in_threadpool(self._check_password, username, password, remote)
+        if user_id is None:
+            for key in (f"user:{username.lower()}", f"addr:{remote}"):
+                try:
+                    limiter.hit(key)
+                except RateLimited:
+                    pass
+            return self._login_page(request, next_url, error="Wrong username or password.", username=username, status=401)
+        response = RedirectResponse(next_url, status_code=303, headers=PAGE_HEADERS)
+        self.sessions.start(response, user_id)
+        return response
+
+    def _check_password(self, username: str, password: str, remote: str) -> int | None:
+        with self.ctx.unit_of_work() as db:
+            user = authenticate(db, username, password) if username and password else None
+            if user is None:
+                audit.record(db, audit.LOGIN_FAILED, remote_addr=remote, username=username)
+                return None
+            audit.record(db, audit.LOGIN_SUCCEEDED, user_id=user.id, remote_addr=remote)
+            return user.id
+
+    async def logout(self, request: Request) -> Response:
+        browser = self.sessions.read(request)
+        try:
+            form = await self._form(request)
+        except BadRequestBody as exc:
+            return error_page("This form cannot be used", exc.description, status_code=exc.status, base_path=self.base_path)
+        if browser is None or not self.sessions.csrf_valid(form.get("csrf_token"), "logout", browser.session_id):
+            return error_page("This form has expired", "Reload the page and try again.", status_code=403, base_path=self.base_path)
+        response = RedirectResponse(f"{self.base_path}/login", status_code=303, headers=PAGE_HEADERS)
+        self.sessions.end(response)
+        return response
+
+    # -- connected apps --
+    async def apps(self, request: Request) -> Response:
+        browser = self.sessions.read(request)
+        if browser is None:
+            target = f"{self.base_path}/login?{urlencode({'next': f'{self.base_path}/apps'})}"
+            return RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
+        notice = "Access removed." if request.query_params.get("removed") else None
+        return await run_in_threadpool(self._apps_page, browser, notice)
+
+    def _apps_page(self, browser, notice):
+        with self.ctx.unit_of_work() as db:
+            user = db.get(User, browser.user_id)
+            if user is None:
+                return RedirectResponse(f"{self.base_path}/login", status_code=303, headers=PAGE_HEADERS)
+            consents = {c.client_id: c for c in db.scalars(select(Consent).where(Consent.user_id == user.id))}
+            grants = db.scalars(select(Grant).where(Grant.user_id == user.id, Grant.revoked_at.is_(None)).order_by(Grant.created_at)).all()
+            apps: dict[str, dict] = {}
+            for client_id, consent in consents.items():
+                apps[client_id] = self._app_entry(client_id, consent.client_name, consent.created_at, consent.scopes, consent.resources)
+            for grant in grants:
+                if grant.client_id not in apps:
+                    apps[grant.client_id] = self._app_entry(grant.client_id, grant.client_id, grant.created_at, grant.scope.split(), [grant.resource])
+            return render(
+                "apps.html",
+                base_path=self.base_path,
+                signed_in_as=user.username,
+                apps=list(apps.values()),
+                notice=notice,
+                csrf_token=self.sessions.csrf_token("apps", browser.session_id, user.id),
+                logout_csrf=self.sessions.csrf_token("logout", browser.session_id),
+            )
+
+    def _app_entry(self, client_id, name, since, scopes, resource_uris):
+        resources = {r.uri: r for r in self.ctx.resources}
+        descriptions = []
+        for scope in scopes:
+            described = next((r.describe_scope(scope) for r in resources.values() if scope in r.scopes), scope)
+            descriptions.append(described)
+        return {
+            "client_id": client_id,
+            "client_name": name,
+            "since": since.strftime("%d %B %Y"),
+            "scope_descriptions": descriptions,
+            "resources": [resources[u].name if u in resources else u for u in resource_uris],
+        }
+
+    async def revoke_app(self, request: Request) -> Response:
+        browser = self.sessions.read(request)
+        try:
+            form = await self._form(request)
+        except BadRequestBody as exc:
+            return error_page("This form cannot be used", exc.description, status_code=exc.status, base_path=self.base_path)
+        if browser is None or not self.sessions.csrf_valid(form.get("csrf_token"), "apps", browser.session_id, browser.user_id):
+            return error_page("This form has expired", "Reload the page and try again.", status_code=403, base_path=self.base_path)
+        client_id = form.get("client_id", "")
+        await run_in_threadpool(self._revoke, browser.user_id, client_id)
+        return RedirectResponse(f"{self.base_path}/apps?removed=1", status_code=303, headers=PAGE_HEADERS)
+
+    def _revoke(self, user_id: int, client_id: str) -> None:
+        with self.ctx.unit_of_work() as db:
+            revoke_grants_of(db, user_id, client_id, "revoked_by_user")
+            consent = db.scalar(select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id))
+            if consent is not None:
+                db.delete(consent)

@@ -1,0 +1,182 @@
+"""The authorization server as a Starlette application."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import unquote, urlsplit
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from gatehouse.authserver.account import AccountPages
+from gatehouse.authserver.authorize import AuthorizeHandler
+from gatehouse.authserver.context import AuthServerContext
+from gatehouse.authserver.http import NO_STORE, BadRequestBody, oauth_error, prepare, to_starlette
+from gatehouse.authserver.metadata import authorization_server_metadata, well_known_paths
+from gatehouse.authserver.oauth import GatehouseAuthorizationServer, GatehouseJsonRequest, GatehouseRequest
+from gatehouse.authserver.pages import STATIC, error_page
+from gatehouse.authserver.ratelimit import RateLimited
+from gatehouse.authserver.sessions import SessionManager
+
+log = logging.getLogger("gatehouse.authserver")
+
+PUBLIC_CACHE = {"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"}
+
+
+def _rate_limited(exc: RateLimited, what: str) -> JSONResponse:
+    return oauth_error(
+        429, "too_many_requests", f"too many {what}; retry after {exc.retry_after} s", headers={"Retry-After": str(exc.retry_after)}
+    )
+
+
+class AuthServerEndpoints:
+    """The machine-facing endpoints: token, registration, revocation, introspection, keys, metadata."""
+
+    def __init__(self, ctx: AuthServerContext, server: GatehouseAuthorizationServer):
+        self.ctx = ctx
+        self.server = server
+        self.metadata = authorization_server_metadata(ctx.issuer, ctx.resources.all_scopes)
+
+    async def _prepare(self, request: Request, body: str):
+        return await prepare(request, self.ctx.issuer, limit=self.ctx.settings.max_body_bytes, body=body)
+
+    def _run(self, prepared, call, json_request: bool = False):
+        """Run an Authlib call in one transaction; an error answer writes only its queued effects."""
+
+        def work(session):
+            oauth_request = GatehouseJsonRequest(prepared, session) if json_request else GatehouseRequest(prepared, session, use_form=True)
+            oauth_request.path_client_id = getattr(prepared, "path_client_id", None)
+            try:
+                response = call(oauth_request)
+            except OAuth2Error as error:
+                response = self.server.handle_error_response(oauth_request, error)
+            return response, oauth_request
+
+        def effects_of(result):
+            response, oauth_request = result
+            return oauth_request.error_effects if response.status >= 400 else []
+
+        return self.ctx.run_with_effects(work, effects_of)
+
+    def _client_auth_key(self, request: Request, prepared) -> str:
+        client_id = dict(prepared.form).get("client_id", "")
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("basic "):
+            client_id = auth[6:20]
+        return f"{client_id}|{prepared.remote_addr}"
+
+    async def _client_authenticated(self, request: Request, call) -> Response:
+        try:
+            prepared = await self._prepare(request, "form")
+        except BadRequestBody as exc:
+            return oauth_error(exc.status, exc.error, exc.description)
+        key = self._client_auth_key(request, prepared)
+        limiter = self.ctx.limits.failed_client_auth
+        try:
+            limiter.check(key)
+        except RateLimited as exc:
+            return _rate_limited(exc, "failed client authentications")
+        response, oauth_request = await run_in_threadpool(self._run, prepared, call)
+        if getattr(oauth_request, "client_auth_failed", False):
+            try:
+                limiter.hit(key)
+            except RateLimited:
+                pass
+        return to_starlette(response)
+
+    async def token(self, request: Request) -> Response:
+        return await self._client_authenticated(request, self.server.create_token_response)
+
+    async def revoke(self, request: Request) -> Response:
+        return await self._client_authenticated(request, lambda r: self.server.create_endpoint_response("revocation", r))
+
+    async def introspect(self, request: Request) -> Response:
+        return await self._client_authenticated(request, lambda r: self.server.create_endpoint_response("introspection", r))
+
+    async def register(self, request: Request) -> Response:
+        remote = request.client.host if request.client else "unknown"
+        try:
+            self.ctx.limits.registration.hit(remote)
+        except RateLimited as exc:
+            return _rate_limited(exc, "registrations from this address")
+        try:
+            prepared = await self._prepare(request, "json")
+        except BadRequestBody as exc:
+            return oauth_error(exc.status, exc.error, exc.description)
+        response, _ = await run_in_threadpool(self._run, prepared, lambda r: self.server.handle_response(*self.server.registration(r)), True)
+        return to_starlette(response)
+
+    async def client_configuration(self, request: Request) -> Response:
+        try:
+            prepared = await self._prepare(request, "json" if request.method == "PUT" else "none")
+        except BadRequestBody as exc:
+            return oauth_error(exc.status, exc.error, exc.description)
+        prepared.path_client_id = unquote(request.path_params["client_id"])
+        response, _ = await run_in_threadpool(
+            self._run, prepared, lambda r: self.server.handle_response(*self.server.configuration(r)), True
+        )
+        return to_starlette(response)
+
+    async def jwks(self, request: Request) -> Response:
+        return JSONResponse({"keys": self.ctx.keyring.published_keys()}, headers=PUBLIC_CACHE)
+
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse(self.metadata, headers=PUBLIC_CACHE)
+
+
+async def _stylesheet(request: Request) -> Response:
+    return FileResponse(STATIC / "gatehouse.css", headers={"Cache-Control": "public, max-age=3600"})
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    accept = request.headers.get("accept", "")
+    if "text/html" in accept:
+        return error_page(
+            "Something went wrong",
+            "The server could not finish this request. Nothing was changed.",
+            advice="Try again in a moment. If it keeps happening, tell the administrator.",
+            status_code=500,
+        )
+    return JSONResponse({"error": "server_error", "error_description": "the server could not finish this request"}, status_code=500, headers=NO_STORE)
+
+
+def authserver_routes(ctx: AuthServerContext) -> tuple[list[BaseRoute], "AuthServerEndpoints"]:
+    """Routes of the AS, relative to the issuer's path."""
+    base_path = urlsplit(ctx.issuer).path.rstrip("/")
+    server = GatehouseAuthorizationServer(ctx)
+    sessions = SessionManager(ctx.secret)
+    endpoints = AuthServerEndpoints(ctx, server)
+    authorize = AuthorizeHandler(ctx, server, sessions, base_path)
+    account = AccountPages(ctx, sessions, base_path)
+    return [
+        Route("/authorize", authorize.handle, methods=["GET", "POST"]),
+        Route("/login", account.login, methods=["GET", "POST"]),
+        Route("/logout", account.logout, methods=["POST"]),
+        Route("/apps", account.apps, methods=["GET"]),
+        Route("/apps/revoke", account.revoke_app, methods=["POST"]),
+        Route("/token", endpoints.token, methods=["POST"]),
+        Route("/register", endpoints.register, methods=["POST"]),
+        Route("/register/{client_id:path}", endpoints.client_configuration, methods=["GET", "PUT", "DELETE"]),
+        Route("/revoke", endpoints.revoke, methods=["POST"]),
+        Route("/introspect", endpoints.introspect, methods=["POST"]),
+        Route("/jwks", endpoints.jwks, methods=["GET"]),
+        Route("/static/gatehouse.css", _stylesheet, methods=["GET"]),
+    ], endpoints
+
+
+def create_authserver_app(ctx: AuthServerContext, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+    """The AS at the issuer's root (or under its path), plus any ``extra_routes`` at the host root."""
+    routes, endpoints = authserver_routes(ctx)
+    base_path = urlsplit(ctx.issuer).path.rstrip("/")
+    rfc8414_paths, oidc_paths = well_known_paths(ctx.issuer)
+    well_known = [Route(p, endpoints.server_metadata, methods=["GET"]) for p in rfc8414_paths + oidc_paths]
+    app_routes: list[BaseRoute] = [*well_known, *(extra_routes or [])]
+    app_routes += [Mount(base_path, routes=routes)] if base_path else routes
+    app = Starlette(routes=app_routes, exception_handlers={Exception: _unexpected_error})
+    app.state.ctx = ctx
+    return app

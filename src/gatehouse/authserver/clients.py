@@ -1,0 +1,232 @@
+"""OAuth clients: the model Authlib works with, the metadata rules shared by every kind of
+registration (static AS-7, dynamic RFC 7591 / AS-6, metadata documents AS-5), and storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from joserfc.errors import InvalidClaimError, JoseError
+from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc7591 import ClientMetadataClaims
+from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gatehouse.authserver.redirects import redirect_uri_matches, redirect_uri_problem
+from gatehouse.instance_secrets import hashes_match, new_token, token_hash
+from gatehouse.store.models import Client
+from gatehouse.timeutil import epoch, utcnow
+
+SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+SUPPORTED_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
+SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
+
+KIND_STATIC = "static"
+KIND_DYNAMIC = "dynamic"
+KIND_METADATA_DOCUMENT = "cimd"
+
+
+@dataclass
+class OAuthClient(ClientMixin):
+    """A client as Authlib sees it, whatever kind of registration it came from."""
+
+    client_id: str
+    kind: str
+    metadata: dict[str, Any]
+    secret_hash: str | None = None
+    secret_expires_at: datetime | None = None
+    registration_token_hash: str | None = None
+    issued_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def client_name(self) -> str:
+        return self.metadata.get("client_name") or self.client_id
+
+    @property
+    def redirect_uris(self) -> list[str]:
+        return list(self.metadata.get("redirect_uris") or [])
+
+    @property
+    def token_endpoint_auth_method(self) -> str:
+        return self.metadata.get("token_endpoint_auth_method", "none")
+
+    @property
+    def grant_types(self) -> list[str]:
+        return list(self.metadata.get("grant_types") or DEFAULT_GRANT_TYPES)
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+    # -- ClientMixin (Authlib) --
+    def get_client_id(self):
+        return self.client_id
+
+    def get_default_redirect_uri(self):
+        uris = self.redirect_uris
+        return uris[0] if len(uris) == 1 else None
+
+    def get_allowed_scope(self, scope):
+        return scope or ""
+
+    def check_redirect_uri(self, redirect_uri):
+        return any(redirect_uri_matches(registered, redirect_uri) for registered in self.redirect_uris)
+
+    def check_client_secret(self, client_secret):
+        if self.secret_expires_at is not None and self.secret_expires_at <= utcnow():
+            return False
+        return hashes_match(client_secret, self.secret_hash)
+
+    def check_endpoint_auth_method(self, method, endpoint):
+        return method == self.token_endpoint_auth_method
+
+    def check_response_type(self, response_type):
+        return response_type == "code" and "authorization_code" in self.grant_types
+
+    def check_grant_type(self, grant_type):
+        return grant_type in self.grant_types
+
+    # -- RFC 7592 --
+    @property
+    def client_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"client_id": self.client_id}
+        if self.issued_at:
+            info["client_id_issued_at"] = epoch(self.issued_at)
+        if self.secret_hash:
+            info["client_secret_expires_at"] = 0 if self.secret_expires_at is None else epoch(self.secret_expires_at)
+        return info
+
+    @property
+    def client_metadata(self) -> dict[str, Any]:
+        return dict(self.metadata)
+
+
+class GatehouseClientMetadataClaims(ClientMetadataClaims):
+    """RFC 7591 section 2 metadata with Gatehouse's rules (AS-6): safe redirect URIs,
+    supported grant types and auth methods, ``application_type``."""
+
+    REGISTERED_CLAIMS = [*ClientMetadataClaims.REGISTERED_CLAIMS, "application_type"]
+
+    def validate_redirect_uris(self):
+        uris = self.get("redirect_uris")
+        grant_types = self.get("grant_types") or DEFAULT_GRANT_TYPES
+        if uris is None:
+            if "authorization_code" in grant_types:
+                raise InvalidRedirectURIError("redirect_uris is required for the authorization_code grant")
+            return
+        if not isinstance(uris, list) or (not uris and "authorization_code" in grant_types):
+            raise InvalidRedirectURIError("redirect_uris must be a non-empty array of URIs")
+        for uri in uris:
+            problem = redirect_uri_problem(uri)
+            if problem:
+                raise InvalidRedirectURIError(problem)
+
+    def validate_token_endpoint_auth_method(self):
+        method = self.setdefault("token_endpoint_auth_method", "client_secret_basic")
+        if method not in SUPPORTED_AUTH_METHODS:
+            raise InvalidClaimError("token_endpoint_auth_method")
+        if method == "private_key_jwt" and not (self.get("jwks") or self.get("jwks_uri")):
+            raise InvalidClientMetadataError("private_key_jwt needs 'jwks' or 'jwks_uri'")
+
+    def validate_grant_types(self):
+        grant_types = self.setdefault("grant_types", list(DEFAULT_GRANT_TYPES))
+        if not isinstance(grant_types, list) or not grant_types:
+            raise InvalidClaimError("grant_types")
+        unsupported = [g for g in grant_types if g not in SUPPORTED_GRANT_TYPES]
+        if unsupported:
+            raise InvalidClientMetadataError(
+                f"unsupported grant type {unsupported[0]!r}; supported: {', '.join(SUPPORTED_GRANT_TYPES)}"
+            )
+        if "client_credentials" in grant_types and self.get("token_endpoint_auth_method") == "none":
+            raise InvalidClientMetadataError("client_credentials needs an authenticated client, not 'none'")
+
+    def validate_response_types(self):
+        response_types = self.setdefault(
+            "response_types", ["code"] if "authorization_code" in self.get("grant_types", []) else []
+        )
+        if not isinstance(response_types, list) or any(r != "code" for r in response_types):
+            raise InvalidClientMetadataError("only the 'code' response type is supported (OAuth 2.1)")
+
+    def validate_client_name(self):
+        name = self.get("client_name")
+        if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 200):
+            raise InvalidClientMetadataError("client_name must be a non-empty string of at most 200 characters")
+
+    def validate_scope(self):
+        scope = self.get("scope")
+        if scope is not None and not isinstance(scope, str):
+            raise InvalidClaimError("scope")
+
+    def validate(self, now=None, leeway=0):
+        application_type = self.get("application_type")
+        if application_type is not None and application_type not in ("web", "native"):
+            raise InvalidClientMetadataError("application_type must be 'web' or 'native'")
+        # grant types first: redirect URI and auth method rules depend on them
+        self.validate_token_endpoint_auth_method()
+        self.validate_grant_types()
+        super().validate(now, leeway)
+
+
+def validate_metadata(data: dict[str, Any]) -> dict[str, Any]:
+    """Check client metadata by the registration rules; return the registered claims."""
+    if not isinstance(data, dict):
+        raise InvalidClientMetadataError("client metadata must be a JSON object")
+    claims = GatehouseClientMetadataClaims(data, {})
+    try:
+        claims.validate()
+    except JoseError as exc:
+        raise InvalidClientMetadataError(exc.description) from exc
+    return claims.get_registered_claims()
+
+
+def client_from_row(row: Client) -> OAuthClient:
+    return OAuthClient(
+        client_id=row.client_id,
+        kind=row.kind,
+        metadata=row.client_metadata,
+        secret_hash=row.client_secret_hash,
+        secret_expires_at=row.client_secret_expires_at,
+        registration_token_hash=row.registration_token_hash,
+        issued_at=row.created_at,
+    )
+
+
+def load_stored_client(session: Session, client_id: str) -> OAuthClient | None:
+    row = session.get(Client, client_id)
+    return client_from_row(row) if row else None
+
+
+def store_client(
+    session: Session,
+    kind: str,
+    metadata: dict[str, Any],
+    *,
+    client_id: str | None = None,
+    with_secret: bool,
+    with_registration_token: bool = False,
+) -> tuple[OAuthClient, str | None, str | None]:
+    """Create a client; returns it with its secret and registration access token (shown once)."""
+    now = utcnow()
+    secret = new_token() if with_secret else None
+    registration_token = new_token() if with_registration_token else None
+    row = Client(
+        client_id=client_id or new_token(16),
+        kind=kind,
+        client_secret_hash=token_hash(secret) if secret else None,
+        client_secret_expires_at=None,
+        registration_token_hash=token_hash(registration_token) if registration_token else None,
+        client_metadata=metadata,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return client_from_row(row), secret, registration_token
+
+
+def list_stored_clients(session: Session) -> list[OAuthClient]:
+    return [client_from_row(row) for row in session.scalars(select(Client).order_by(Client.created_at))]

@@ -1,0 +1,124 @@
+"""Everything the authorization server's handlers share, built once per app."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from gatehouse.authserver.cimd import ClientMetadataResolver
+from gatehouse.authserver.keys import KeyRing, ensure_signing_key
+from gatehouse.authserver.ratelimit import RateLimiter
+from gatehouse.authserver.resources import ResourceRegistry
+from gatehouse.authserver.tokens import TokenIssuer
+from gatehouse.config import Settings
+from gatehouse.instance_secrets import load_or_create_secret_key
+from gatehouse.store import db as store_db
+
+_current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar("gatehouse_db", default=None)
+
+
+@dataclass
+class RateLimits:
+    registration: RateLimiter
+    failed_client_auth: RateLimiter
+    failed_login: RateLimiter
+
+
+@dataclass
+class AuthServerContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    secret: bytes
+    keyring: KeyRing
+    issuer: str
+    resources: ResourceRegistry
+    tokens: TokenIssuer = field(init=False)
+    cimd: ClientMetadataResolver = field(init=False)
+    limits: RateLimits = field(init=False)
+
+    def __post_init__(self):
+        s = self.settings
+        self.tokens = TokenIssuer(self.issuer, self.keyring, s.refresh_token_ttl)
+        self.cimd = ClientMetadataResolver(
+            timeout=s.cimd_fetch_timeout, max_bytes=s.cimd_max_bytes, allow_insecure_loopback=s.cimd_allow_insecure_loopback
+        )
+        self.limits = RateLimits(
+            registration=RateLimiter(s.registration_rate_per_minute),
+            failed_client_auth=RateLimiter(s.failed_client_auth_per_minute),
+            failed_login=RateLimiter(s.failed_login_per_minute),
+        )
+
+    @property
+    def max_token_ttl(self) -> timedelta:
+        return timedelta(seconds=self.resources.max_token_ttl)
+
+    def current_session(self) -> Session:
+        session = _current_session.get()
+        if session is None:
+            raise RuntimeError("no store session is open for this request")
+        return session
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """A transaction bound to this thread's context, so Authlib hooks can reach it."""
+        with store_db.transaction(self.sessions) as session:
+            token = _current_session.set(session)
+            try:
+                yield session
+            finally:
+                _current_session.reset(token)
+
+    def run_with_effects(self, work: Callable[[Session], object], effects_of: Callable[[object], list]) -> object:
+        """Run ``work`` in a transaction; if its answer is an error, roll back and write
+        the side effects the error queued (revocations, audit events) on their own."""
+        session = self.sessions()
+        token = _current_session.set(session)
+        try:
+            session.begin()
+            try:
+                result = work(session)
+                effects = effects_of(result)
+            except BaseException:
+                session.rollback()
+                raise
+            if not effects:
+                session.commit()
+                return result
+            session.rollback()
+            with session.begin():
+                for effect in effects:
+                    effect(session)
+            return result
+        finally:
+            _current_session.reset(token)
+            session.close()
+
+
+def build_context(settings: Settings, *, migrate: bool = True) -> AuthServerContext:
+    """Open the store (migrating it), load or create the instance secret and signing key."""
+    engine = store_db.create_store_engine(settings.effective_database_url)
+    if migrate:
+        store_db.upgrade(engine)
+    sessions = store_db.session_factory(engine)
+    secret = load_or_create_secret_key(settings.secret_key, settings.data_dir)
+    with store_db.transaction(sessions) as session:
+        ensure_signing_key(session, secret)
+    keyring = KeyRing(sessions, secret)
+    keyring.reload()
+    resources = ResourceRegistry(settings.effective_resources(), settings.access_token_ttl)
+    return AuthServerContext(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        secret=secret,
+        keyring=keyring,
+        issuer=settings.public_issuer,
+        resources=resources,
+    )

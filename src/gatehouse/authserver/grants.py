@@ -1,0 +1,283 @@
+"""The grant types, as Authlib grant classes with Gatehouse's storage and rules.
+
+- authorization_code (RFC 6749 section 4.1) with PKCE S256 required (RFC 7636, AS-4), the
+  ``resource`` indicator (RFC 8707, AS-10) and single, atomic redemption (AS-11);
+- refresh_token (RFC 6749 section 6) with rotation and reuse detection (RFC 9700 section
+  4.14.2, AS-13);
+- client_credentials (RFC 6749 section 4.4, AS-17).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc7636 import CodeChallenge
+from sqlalchemy import select, update
+
+from gatehouse.authserver import audit
+from gatehouse.authserver.resources import TargetError
+from gatehouse.authserver.tokens import claim_refresh_token, new_grant, revoke_grant, subject_for, user_of
+from gatehouse.instance_secrets import token_hash
+from gatehouse.store.models import AuthorizationCode, Grant, RefreshToken
+from gatehouse.timeutil import utcnow
+
+CLIENT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+class RequireS256(CodeChallenge):
+    """PKCE with S256 only, required for every authorization request (AS-4, S-A2)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("'code_challenge' is required: use PKCE with S256 (RFC 7636)")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be 'S256'; 'plain' and a missing method are refused")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+def _requested_resources(request) -> list[str]:
+    return list(request.payload.datalist.get("resource", []))
+
+
+class _GatehouseGrant:
+    """What every grant shares: the per-request store session and the token issuer."""
+
+    @property
+    def ctx(self):
+        return self.server.ctx
+
+    @property
+    def db(self):
+        return self.request.db
+
+    def _issue(self, grant_row, user, scope, resource, include_refresh_token):
+        client = self.request.client
+        return self.ctx.tokens.issue(
+            self.db,
+            grant_row,
+            client_id=client.client_id,
+            subject=subject_for(user, client.client_id),
+            scope=scope,
+            resource=resource,
+            include_refresh_token=include_refresh_token,
+        )
+
+
+class AuthorizationCodeGrant(_GatehouseGrant, grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def __init__(self, request, server):
+        super().__init__(request, server)
+        self.register_hook("after_validate_authorization_request_payload", _resolve_resource_and_scope)
+
+    def save_authorization_code(self, code, request):
+        now = utcnow()
+        self.db.add(
+            AuthorizationCode(
+                code_hash=token_hash(code),
+                client_id=request.client.client_id,
+                user_id=request.user.id,
+                redirect_uri=request.payload.redirect_uri or request.client.get_default_redirect_uri(),
+                redirect_uri_sent=bool(request.payload.redirect_uri),
+                scope=request.scope,
+                resource=request.gatehouse_resource.uri,
+                code_challenge=request.payload.data["code_challenge"],
+                code_challenge_method="S256",
+                auth_time=request.auth_time,
+                created_at=now,
+                expires_at=now + timedelta(seconds=self.ctx.settings.authorization_code_ttl),
+            )
+        )
+
+    def query_authorization_code(self, code, client):
+        row = self.db.scalar(select(AuthorizationCode).where(AuthorizationCode.code_hash == token_hash(code)))
+        if row is None or row.client_id != client.client_id:
+            raise InvalidGrantError("the authorization code is unknown or was issued to another client")
+        if row.expires_at <= utcnow():
+            raise InvalidGrantError("the authorization code has expired; start the authorization again")
+        return _CodeView(row)
+
+    def validate_token_request(self):
+        super().validate_token_request()
+        code = self.request.authorization_code
+        if not code.redirect_uri_sent and self.request.payload.redirect_uri not in (None, code.redirect_uri):
+            raise InvalidGrantError("'redirect_uri' differs from the authorization request")
+        requested = _requested_resources(self.request)
+        if requested and requested != [code.resource]:
+            raise TargetError(f"the code was granted for {code.resource}, not {requested[0]}")
+        if code.redeemed_at is not None:
+            # RFC 6749 section 4.1.2: a replayed code revokes what it issued. Reached only by
+            # the client the code belongs to, after its PKCE verifier was checked.
+            _on_error_revoke_code_grant(self.request, code.id)
+            raise InvalidGrantError("the authorization code was already used; the tokens issued for it are revoked")
+
+    def authenticate_user(self, authorization_code):
+        return user_of(self.db, authorization_code.user_id)
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
+        code = self.request.authorization_code
+        resource = self.ctx.resources.resolve([code.resource])
+        grant_row = new_grant(
+            self.db, client_id=code.client_id, user_id=code.user_id, grant_type=self.GRANT_TYPE, scope=code.scope, resource=code.resource
+        )
+        self.db.flush()
+        self.request.gatehouse_grant = grant_row
+        return self._issue(grant_row, user, code.scope, resource, include_refresh_token)
+
+    def delete_authorization_code(self, authorization_code):
+        grant_id = self.request.gatehouse_grant.id
+        redeemed = self.db.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == authorization_code.id, AuthorizationCode.redeemed_at.is_(None))
+            .values(redeemed_at=utcnow(), grant_id=grant_id)
+        ).rowcount
+        if redeemed != 1:
+            _on_error_revoke_code_grant(self.request, authorization_code.id)
+            raise InvalidGrantError("the authorization code was already used")
+        audit.record(
+            self.db,
+            audit.TOKEN_ISSUED,
+            client_id=authorization_code.client_id,
+            user_id=authorization_code.user_id,
+            grant_id=grant_id,
+            grant_type=self.GRANT_TYPE,
+            resource=authorization_code.resource,
+            scope=authorization_code.scope,
+        )
+
+
+def _resolve_resource_and_scope(grant, redirect_uri):
+    """Authorization request: the ``resource`` (AS-10) and the scopes granted for it."""
+    request = grant.request
+    registry = grant.server.ctx.resources
+    resource = registry.resolve(_requested_resources(request))
+    request.gatehouse_resource = resource
+    request.scope = " ".join(registry.granted_scopes(resource, request.payload.scope))
+
+
+def _on_error_revoke_code_grant(request, code_id: int) -> None:
+    def revoke(session):
+        grant_id = session.scalar(select(AuthorizationCode.grant_id).where(AuthorizationCode.id == code_id))
+        audit.record(session, audit.CODE_REPLAY, client_id=request.client.client_id, grant_id=grant_id)
+        if grant_id:
+            revoke_grant(session, grant_id, "authorization_code_replay")
+
+    request.error_effects.append(revoke)
+
+
+class _CodeView:
+    """The AuthorizationCodeMixin face of a stored code for Authlib."""
+
+    def __init__(self, row: AuthorizationCode):
+        self.row = row
+
+    def __getattr__(self, name):
+        return getattr(self.row, name)
+
+    def get_redirect_uri(self):
+        return self.row.redirect_uri if self.row.redirect_uri_sent else None
+
+    def get_scope(self):
+        return self.row.scope
+
+
+class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token):
+        row = self.db.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash(refresh_token)))
+        if row is None or row.client_id != self.request.client.client_id:
+            raise InvalidGrantError("the refresh token is unknown or was issued to another client")
+        grant_row = self.db.get(Grant, row.grant_id)
+        if grant_row is None or grant_row.revoked_at is not None:
+            raise InvalidGrantError("the grant behind this refresh token was revoked; authorize again")
+        if row.rotated_at is not None:
+            self._on_error_revoke(row.grant_id)
+            raise InvalidGrantError("the refresh token was already used; the whole grant is revoked (reuse detection)")
+        if row.expires_at <= utcnow():
+            raise InvalidGrantError("the refresh token has expired; authorize again")
+        requested = _requested_resources(self.request)
+        if requested and requested != [grant_row.resource]:
+            raise TargetError(f"the grant is for {grant_row.resource}, not {requested[0]}")
+        self.request.gatehouse_grant = grant_row
+        return _RefreshTokenView(row)
+
+    def authenticate_user(self, refresh_token):
+        grant_row = self.request.gatehouse_grant
+        if grant_row.user_id is None:
+            return _ClientAsUser()
+        return user_of(self.db, grant_row.user_id)
+
+    def issue_token(self, user, refresh_token):
+        grant_row = self.request.gatehouse_grant
+        scope = self.request.payload.scope or refresh_token.get_scope()
+        scope = " ".join(dict.fromkeys(scope.split()))
+        resource = self.ctx.resources.resolve([grant_row.resource])
+        return self._issue(grant_row, None if isinstance(user, _ClientAsUser) else user, scope, resource, True)
+
+    def revoke_old_credential(self, refresh_token):
+        if not claim_refresh_token(self.db, refresh_token.row.id):
+            self._on_error_revoke(refresh_token.row.grant_id)
+            raise InvalidGrantError("the refresh token was already used; the whole grant is revoked (reuse detection)")
+        audit.record(
+            self.db,
+            audit.TOKEN_REFRESHED,
+            client_id=refresh_token.row.client_id,
+            grant_id=refresh_token.row.grant_id,
+        )
+
+    def _on_error_revoke(self, grant_id: str) -> None:
+        client_id = self.request.client.client_id
+
+        def revoke(session):
+            audit.record(session, audit.REFRESH_REUSE, client_id=client_id, grant_id=grant_id)
+            revoke_grant(session, grant_id, "refresh_token_reuse")
+
+        self.request.error_effects.append(revoke)
+
+
+class _RefreshTokenView:
+    """The TokenMixin face of a refresh-token row for Authlib."""
+
+    def __init__(self, row: RefreshToken):
+        self.row = row
+
+    def check_client(self, client):
+        return client.client_id == self.row.client_id
+
+    def get_scope(self):
+        return self.row.scope
+
+
+class _ClientAsUser:
+    """Stands in for the user of a client-credentials grant, which has none."""
+
+
+class ClientCredentialsGrant(_GatehouseGrant, grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None, include_refresh_token=True):
+        registry = self.ctx.resources
+        client = self.request.client
+        resource = registry.resolve(_requested_resources(self.request))
+        scopes = registry.granted_scopes(resource, self.request.payload.scope)
+        allowed = (client.metadata.get("scope") or "").split()
+        if allowed:
+            if self.request.payload.scope is None:
+                scopes = [s for s in scopes if s in allowed]
+            elif not set(scopes) <= set(allowed):
+                raise InvalidScopeError(f"this client may request only: {' '.join(allowed)}")
+        scope = " ".join(scopes)
+        grant_row = new_grant(
+            self.db, client_id=client.client_id, user_id=None, grant_type=self.GRANT_TYPE, scope=scope, resource=resource.uri
+        )
+        self.db.flush()
+        audit.record(self.db, audit.TOKEN_ISSUED, client_id=client.client_id, grant_id=grant_row.id, grant_type=self.GRANT_TYPE)
+        return self._issue(grant_row, None, scope, resource, False)

@@ -1,0 +1,90 @@
+"""The edge between Starlette and Authlib: bounded request reading and response conversion."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gatehouse.authserver.oauth import AuthlibResponse, PreparedRequest
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class BadRequestBody(Exception):
+    def __init__(self, status: int, error: str, description: str):
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+def oauth_error(status: int, error: str, description: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status, headers={**NO_STORE, **(headers or {})})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BadRequestBody(413, "invalid_request", f"the request body is larger than {limit} bytes")
+        except ValueError:
+            raise BadRequestBody(400, "invalid_request", "Content-Length is not a number") from None
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise BadRequestBody(413, "invalid_request", f"the request body is larger than {limit} bytes")
+    return bytes(body)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def prepare(request: Request, issuer: str, *, limit: int, body: str = "form") -> PreparedRequest:
+    """Read the request for Authlib. ``body`` is ``form``, ``json`` or ``none``."""
+    raw = await read_body(request, limit) if request.method in ("POST", "PUT") else b""
+    prepared = PreparedRequest(
+        method=request.method,
+        uri=issuer + request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query=parse_qsl(request.url.query, keep_blank_values=True),
+        remote_addr=request.client.host if request.client else None,
+    )
+    if request.method not in ("POST", "PUT") or body == "none":
+        return prepared
+    if body == "form":
+        if _media_type(request) != "application/x-www-form-urlencoded":
+            raise BadRequestBody(400, "invalid_request", "send the parameters as application/x-www-form-urlencoded")
+        try:
+            prepared.form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise BadRequestBody(400, "invalid_request", "the request body is not valid UTF-8") from None
+        for key, _ in prepared.form:
+            if sum(1 for k, _ in prepared.form if k == key) > 1 and key != "resource":
+                raise BadRequestBody(400, "invalid_request", f"the parameter {key!r} is repeated (RFC 6749 section 3.2)")
+        return prepared
+    if _media_type(request) != "application/json":
+        raise BadRequestBody(400, "invalid_client_metadata", "send client metadata as application/json")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequestBody(400, "invalid_client_metadata", "the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequestBody(400, "invalid_client_metadata", "client metadata must be a JSON object")
+    prepared.json = data
+    return prepared
+
+
+def to_starlette(response: AuthlibResponse) -> Response:
+    headers = dict(response.headers)
+    if response.status in (301, 302, 303, 307, 308):
+        return Response(status_code=response.status, headers=headers)
+    if isinstance(response.body, dict | list):
+        headers.pop("Content-Type", None)
+        return JSONResponse(response.body, status_code=response.status, headers={**NO_STORE, **headers})
+    return Response(response.body or b"", status_code=response.status, headers=headers)

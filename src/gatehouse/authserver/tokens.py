@@ -1,0 +1,185 @@
+"""Grants and the tokens issued from them.
+
+Access tokens are RFC 9068 JWTs (``typ: at+jwt``, ES256, ``kid``) whose ``aud`` is the one
+resource they were issued for (RFC 8707). Refresh tokens are opaque 256-bit values stored
+as hashes (AS-20) that rotate on every use (AS-13, RFC 9700 section 4.14.2).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from gatehouse.authserver import audit
+from gatehouse.authserver.keys import ALGORITHM, KeyRing
+from gatehouse.authserver.resources import Resource
+from gatehouse.instance_secrets import new_token, token_hash
+from gatehouse.store.models import AccessToken, Grant, RefreshToken, Revocation, User
+from gatehouse.timeutil import epoch, utcnow
+
+
+def new_grant(session: Session, *, client_id: str, user_id: int | None, grant_type: str, scope: str, resource: str) -> Grant:
+    grant = Grant(
+        id=str(uuid.uuid4()),
+        user_id=user_id,
+        client_id=client_id,
+        grant_type=grant_type,
+        scope=scope,
+        resource=resource,
+        created_at=utcnow(),
+    )
+    session.add(grant)
+    return grant
+
+
+def revoke_grant(session: Session, grant_id: str, reason: str, **audit_details) -> None:
+    """Revoke a token family: the grant, every refresh token and every live access token of it."""
+    now = utcnow()
+    result = session.execute(
+        update(Grant).where(Grant.id == grant_id, Grant.revoked_at.is_(None)).values(revoked_at=now, revoked_reason=reason)
+    )
+    live = session.execute(
+        select(AccessToken.jti, AccessToken.expires_at).where(AccessToken.grant_id == grant_id, AccessToken.expires_at > now)
+    ).all()
+    known = set(session.scalars(select(Revocation.jti).where(Revocation.jti.in_([jti for jti, _ in live])))) if live else set()
+    for jti, expires_at in live:
+        if jti not in known:
+            session.add(Revocation(jti=jti, expires_at=expires_at, revoked_at=now, reason=reason))
+    if result.rowcount:
+        grant = session.get(Grant, grant_id)
+        audit.record(
+            session,
+            audit.GRANT_REVOKED,
+            client_id=grant.client_id if grant else None,
+            user_id=grant.user_id if grant else None,
+            grant_id=grant_id,
+            reason=reason,
+            **audit_details,
+        )
+
+
+def revoke_grants_of(session: Session, user_id: int, client_id: str, reason: str) -> int:
+    ids = session.scalars(
+        select(Grant.id).where(Grant.user_id == user_id, Grant.client_id == client_id, Grant.revoked_at.is_(None))
+    ).all()
+    for grant_id in ids:
+        revoke_grant(session, grant_id, reason)
+    return len(ids)
+
+
+@dataclass(frozen=True)
+class VerifiedAccessToken:
+    claims: dict
+    record: AccessToken | None
+    revoked: bool
+
+
+class TokenIssuer:
+    def __init__(self, issuer: str, keyring: KeyRing, refresh_token_ttl: int):
+        self.issuer = issuer
+        self.keyring = keyring
+        self.refresh_token_ttl = refresh_token_ttl
+
+    def issue(
+        self,
+        session: Session,
+        grant: Grant,
+        *,
+        client_id: str,
+        subject: str,
+        scope: str,
+        resource: Resource,
+        include_refresh_token: bool,
+    ) -> dict:
+        """Mint an access token (and a refresh token) for ``grant``; rows join the session's transaction."""
+        now = utcnow()
+        ttl = resource.access_token_ttl
+        jti = new_token(16)
+        claims = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": resource.uri,
+            "client_id": client_id,
+            "scope": scope,
+            "iat": epoch(now),
+            "exp": epoch(now) + ttl,
+            "jti": jti,
+        }
+        key = self.keyring.signing_key()
+        header = {"alg": ALGORITHM, "typ": "at+jwt", "kid": key.kid}
+        access_token = jwt.encode(header, claims, key.private, algorithms=[ALGORITHM])
+        session.add(AccessToken(jti=jti, grant_id=grant.id, client_id=client_id, expires_at=now + timedelta(seconds=ttl)))
+        token = {"access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope}
+        if include_refresh_token:
+            refresh = new_token()
+            session.add(
+                RefreshToken(
+                    token_hash=token_hash(refresh),
+                    grant_id=grant.id,
+                    client_id=client_id,
+                    scope=scope,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=self.refresh_token_ttl),
+                )
+            )
+            token["refresh_token"] = refresh
+        return token
+
+    def verify_access_token(self, session: Session, token: str, leeway: int = 0) -> VerifiedAccessToken | None:
+        """Check one of our own access tokens (for introspection and revocation): signature,
+        ``typ``, issuer, expiry, and whether it or its grant was revoked."""
+        try:
+            header = jwt.extract_compact(token.encode()).headers()
+        except (JoseError, ValueError, UnicodeError):
+            return None
+        if header.get("typ") != "at+jwt" or header.get("alg") != ALGORITHM:
+            return None
+        key = self.keyring.public_key(str(header.get("kid")))
+        if key is None:
+            return None
+        try:
+            decoded = jwt.decode(token, key, algorithms=[ALGORITHM])
+            jwt.JWTClaimsRegistry(leeway=leeway, iss={"essential": True, "value": self.issuer}, exp={"essential": True}).validate(
+                decoded.claims
+            )
+        except (JoseError, ValueError):
+            return None
+        jti = decoded.claims.get("jti")
+        record = session.get(AccessToken, jti) if isinstance(jti, str) else None
+        revoked = record is None or session.get(Revocation, jti) is not None
+        if record is not None and not revoked:
+            grant = session.get(Grant, record.grant_id)
+            revoked = grant is None or grant.revoked_at is not None
+        return VerifiedAccessToken(decoded.claims, record, revoked)
+
+
+def subject_for(user: User | None, client_id: str) -> str:
+    """``sub`` of a token: the user's name, or the client itself for client credentials."""
+    return user.username if user is not None else client_id
+
+
+def user_of(session: Session, user_id: int | None) -> User | None:
+    if user_id is None:
+        return None
+    user = session.get(User, user_id)
+    return None if user is None or user.disabled else user
+
+
+def claim_refresh_token(session: Session, row_id: int) -> bool:
+    """Mark a refresh token used, atomically: True for exactly one of any concurrent callers (S-R4)."""
+    result = session.execute(
+        update(RefreshToken).where(RefreshToken.id == row_id, RefreshToken.rotated_at.is_(None)).values(rotated_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
+def purge_expired(session: Session) -> None:
+    now = utcnow()
+    session.execute(delete(Revocation).where(Revocation.expires_at < now))
+    session.execute(delete(AccessToken).where(AccessToken.expires_at < now))

@@ -1,0 +1,286 @@
+"""The ``gatehouse`` command: one Typer app, each command a thin call into a role package.
+
+Exit codes: 0 ok, 1 failure, 2 usage error. Every error says what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from gatehouse.config import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Real OAuth in front of MCP servers.")
+users_app = typer.Typer(no_args_is_help=True, help="Local user accounts.")
+clients_app = typer.Typer(no_args_is_help=True, help="Pre-registered OAuth clients.")
+keys_app = typer.Typer(no_args_is_help=True, help="Token signing keys.")
+db_app = typer.Typer(no_args_is_help=True, help="The database.")
+app.add_typer(users_app, name="users")
+app.add_typer(clients_app, name="clients")
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="State directory (env GATEHOUSE_DATA_DIR).", show_default=False)]
+
+
+def fail(message: str, hint: str | None = None) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    if hint:
+        err.print(f"[dim]→ {hint}[/]", highlight=False)
+    raise typer.Exit(1)
+
+
+def load_settings(**overrides) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        fail(f"invalid setting {where}: {first['msg']}", "check the flag, the GATEHOUSE_* variable or gatehouse.toml")
+        raise
+
+
+def open_context(settings: Settings):
+    from sqlalchemy.exc import OperationalError
+
+    from gatehouse.authserver.context import build_context
+    from gatehouse.authserver.keys import KeyUnwrapError
+    from gatehouse.instance_secrets import SecretKeyError
+
+    try:
+        return build_context(settings)
+    except SecretKeyError as exc:
+        fail(str(exc))
+    except KeyUnwrapError as exc:
+        fail(str(exc))
+    except OperationalError as exc:
+        fail(
+            f"cannot open the database {settings.effective_database_url.split('@')[-1]}: {exc.orig}",
+            "check GATEHOUSE_DATABASE_URL / --data-dir and that the database server is running",
+        )
+    except PermissionError as exc:
+        fail(f"cannot write to {exc.filename}", "choose a --data-dir you can write to")
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Interface to listen on.", show_default="127.0.0.1")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to listen on.", show_default="8000")] = None,
+    data_dir: DataDir = None,
+    issuer: Annotated[Optional[str], typer.Option(help="Public URL of this server (behind a proxy, or many instances).")] = None,
+    demo_user: Annotated[Optional[str], typer.Option(help="On a new data dir, create this account and print its password once.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the authorization server and the guarded demo MCP server at /mcp."""
+    import uvicorn
+
+    from gatehouse.authserver.users import count_users, create_user
+    from gatehouse.serve import create_embedded_app
+
+    settings = load_settings(host=host, port=port, data_dir=data_dir, issuer=issuer)
+    ctx = open_context(settings)
+    with ctx.unit_of_work() as session:
+        if count_users(session) == 0:
+            if demo_user:
+                password = secrets.token_urlsafe(12)
+                create_user(session, demo_user, password)
+                out.print(f"Created the demo account [bold]{demo_user}[/] with password [bold]{password}[/] (shown only once).")
+            else:
+                out.print(
+                    "No accounts yet. Add one with: "
+                    f"[bold]gatehouse users add NAME --password-stdin --data-dir {settings.data_dir}[/]",
+                    highlight=False,
+                )
+    out.print(f"Gatehouse authorization server: [bold]{ctx.issuer}[/]  (metadata at {ctx.issuer}/.well-known/oauth-authorization-server)")
+    try:
+        uvicorn.run(create_embedded_app(ctx), host=settings.host, port=settings.port, log_level=log_level, proxy_headers=False)
+    except OSError as exc:
+        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}", "choose another --port or stop what uses it")
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a local account."""
+    from gatehouse.authserver.users import UserError, create_user
+
+    if not password_stdin:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    ctx = open_context(load_settings(data_dir=data_dir))
+    try:
+        with ctx.unit_of_work() as session:
+            create_user(session, name, password)
+    except UserError as exc:
+        fail(str(exc))
+    out.print(f"Created user [bold]{name}[/].")
+
+
+@clients_app.command("add")
+def clients_add(
+    name: Annotated[str, typer.Option("--name", help="Name shown to users on the consent page.")],
+    redirect_uri: Annotated[list[str], typer.Option("--redirect-uri", help="Allowed redirect URI (repeatable).")] = [],
+    confidential: Annotated[bool, typer.Option("--confidential", help="Issue a client secret (client_secret_basic).")] = False,
+    grant_type: Annotated[list[str], typer.Option("--grant-type", help="Grant type (repeatable).")] = [],
+    scope: Annotated[Optional[str], typer.Option(help="Scopes the client may request (space-separated).")] = None,
+    jwks_file: Annotated[Optional[Path], typer.Option(help="Public JWKS for private_key_jwt client authentication.")] = None,
+    client_id: Annotated[Optional[str], typer.Option("--client-id", help="Choose the client_id (default: random).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Pre-register a client (AS-7). Prints the client_id and, once, its secret."""
+    from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
+    from sqlalchemy.exc import IntegrityError
+
+    from gatehouse.authserver.clients import KIND_STATIC, store_client, validate_metadata
+
+    metadata: dict = {"client_name": name, "redirect_uris": redirect_uri}
+    metadata["grant_types"] = grant_type or (["client_credentials"] if not redirect_uri else ["authorization_code", "refresh_token"])
+    if scope:
+        metadata["scope"] = scope
+    if jwks_file:
+        try:
+            metadata["jwks"] = json.loads(jwks_file.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"cannot read a JWKS from {jwks_file}: {exc}")
+        metadata["token_endpoint_auth_method"] = "private_key_jwt"
+    else:
+        metadata["token_endpoint_auth_method"] = "client_secret_basic" if confidential or "client_credentials" in metadata["grant_types"] else "none"
+    if not redirect_uri:
+        del metadata["redirect_uris"]
+    try:
+        metadata = validate_metadata(metadata)
+    except (InvalidClientMetadataError, InvalidRedirectURIError) as exc:
+        fail(exc.description or exc.error)
+    ctx = open_context(load_settings(data_dir=data_dir))
+    try:
+        with ctx.unit_of_work() as session:
+            client, secret, _ = store_client(
+                session, KIND_STATIC, metadata, client_id=client_id,
+                with_secret=metadata["token_endpoint_auth_method"] in ("client_secret_basic", "client_secret_post"),
+            )
+    except IntegrityError:
+        fail(f"a client with client_id {client_id!r} already exists", "choose another --client-id or remove the old one")
+    out.print(f"client_id: [bold]{client.client_id}[/]")
+    if secret:
+        out.print(f"client_secret: [bold]{secret}[/]  (shown only once)")
+
+
+@clients_app.command("list")
+def clients_list(data_dir: DataDir = None) -> None:
+    """List stored clients (pre-registered and dynamically registered)."""
+    from gatehouse.authserver.clients import list_stored_clients
+
+    ctx = open_context(load_settings(data_dir=data_dir))
+    with ctx.unit_of_work() as session:
+        clients = list_stored_clients(session)
+    table = Table("client_id", "name", "kind", "auth", "redirect URIs")
+    for c in clients:
+        table.add_row(c.client_id, c.client_name, c.kind, c.token_endpoint_auth_method, "\n".join(c.redirect_uris))
+    out.print(table)
+
+
+@clients_app.command("show")
+def clients_show(client_id: str, data_dir: DataDir = None) -> None:
+    """Show one client's registered metadata as JSON."""
+    from gatehouse.authserver.clients import load_stored_client
+
+    ctx = open_context(load_settings(data_dir=data_dir))
+    with ctx.unit_of_work() as session:
+        client = load_stored_client(session, client_id)
+    if client is None:
+        fail(f"no client with client_id {client_id!r}", "see `gatehouse clients list`")
+    out.print_json(json.dumps({"client_id": client.client_id, "kind": client.kind, **client.metadata}))
+
+
+@clients_app.command("remove")
+def clients_remove(client_id: str, data_dir: DataDir = None) -> None:
+    """Remove a client and revoke every grant it holds."""
+    from sqlalchemy import select
+
+    from gatehouse.authserver.tokens import revoke_grant
+    from gatehouse.store.models import Client, Grant
+
+    ctx = open_context(load_settings(data_dir=data_dir))
+    with ctx.unit_of_work() as session:
+        row = session.get(Client, client_id)
+        if row is None:
+            fail(f"no client with client_id {client_id!r}", "see `gatehouse clients list`")
+        for grant_id in session.scalars(select(Grant.id).where(Grant.client_id == client_id, Grant.revoked_at.is_(None))).all():
+            revoke_grant(session, grant_id, "client_removed")
+        session.delete(row)
+    out.print(f"Removed client {client_id} and revoked its grants.")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    activation_delay: Annotated[Optional[int], typer.Option(help="Seconds before the new key signs (default: GATEHOUSE_KEY_ACTIVATION_DELAY).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Add a signing key: published now, signing after the delay; old keys retire once their tokens expire."""
+    from gatehouse.authserver import keys
+
+    settings = load_settings(data_dir=data_dir)
+    ctx = open_context(settings)
+    delay = settings.key_activation_delay if activation_delay is None else activation_delay
+    if delay < 0:
+        fail("--activation-delay must be zero or more seconds")
+    with ctx.unit_of_work() as session:
+        row = keys.rotate(session, ctx.secret, timedelta(seconds=delay), ctx.max_token_ttl)
+    out.print(f"New key [bold]{row.kid}[/] is published now and signs from {row.active_from:%Y-%m-%d %H:%M:%S} UTC.")
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = None) -> None:
+    """List signing keys and their schedule."""
+    from sqlalchemy import select
+
+    from gatehouse.store.models import SigningKey
+
+    ctx = open_context(load_settings(data_dir=data_dir))
+    with ctx.unit_of_work() as session:
+        rows = session.scalars(select(SigningKey).order_by(SigningKey.active_from)).all()
+    table = Table("kid", "created", "signs from", "retires after")
+    for r in rows:
+        table.add_row(r.kid, f"{r.created_at:%Y-%m-%d %H:%M}", f"{r.active_from:%Y-%m-%d %H:%M}", f"{r.retire_after:%Y-%m-%d %H:%M}" if r.retire_after else "-")
+    out.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None) -> None:
+    """Apply database migrations."""
+    from sqlalchemy.exc import OperationalError
+
+    from gatehouse.store import db
+
+    settings = load_settings(data_dir=data_dir)
+    try:
+        engine = db.create_store_engine(settings.effective_database_url)
+        db.upgrade(engine)
+    except OperationalError as exc:
+        fail(f"cannot open the database: {exc.orig}", "check GATEHOUSE_DATABASE_URL / --data-dir")
+    out.print("Database is up to date.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, the database engine, migrations. The one place SQL lives."""
