@@ -51,7 +51,7 @@ async def prepare(request: Request, issuer: str, *, limit: int, body: str = "for
     prepared = PreparedRequest(
         method=request.method,
         uri=issuer + request.url.path + (f"?{request.url.query}" if request.url.query else ""),
-        headers={k.lower(): v for k, v in request.headers.items()},
+        headers=request.headers,
         query=parse_qsl(request.url.query, keep_blank_values=True),
         remote_addr=request.client.host if request.client else None,
     )

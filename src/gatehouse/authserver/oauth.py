@@ -10,12 +10,12 @@ transaction of their own after the failed one is rolled back.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from authlib.oauth2.rfc6749 import AuthorizationServer
-from authlib.oauth2.rfc6749.errors import InvalidClientError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, OAuth2Error
 from authlib.oauth2.rfc6749.requests import JsonPayload, JsonRequest, OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -55,7 +55,7 @@ class PreparedRequest:
 
     method: str
     uri: str
-    headers: dict[str, str]
+    headers: Mapping[str, str]
     query: list[tuple[str, str]]
     form: list[tuple[str, str]] = field(default_factory=list)
     json: dict | None = None
@@ -352,6 +352,7 @@ class GatehouseRegistrationEndpoint(ClientRegistrationEndpoint):
         return {}
 
     def save_client(self, client_info, client_metadata, request):
+        client_metadata = {k: v for k, v in client_metadata.items() if v is not None}
         with_secret = client_metadata.get("token_endpoint_auth_method") in ("client_secret_basic", "client_secret_post")
         client, secret, registration_token = store_client(
             request.db, KIND_DYNAMIC, client_metadata, with_secret=with_secret, with_registration_token=True
@@ -379,11 +380,28 @@ class GatehouseRegistrationEndpoint(ClientRegistrationEndpoint):
         return status, body, headers
 
 
+class InvalidRegistrationToken(OAuth2Error):
+    """RFC 7592 section 2 / RFC 6750 section 3.1: a missing or wrong registration access token."""
+
+    error = "invalid_token"
+    status_code = 401
+
+    def get_headers(self):
+        return [*super().get_headers(), ("WWW-Authenticate", 'Bearer error="invalid_token"')]
+
+
 class GatehouseConfigurationEndpoint(ClientConfigurationEndpoint):
     """RFC 7592 read, update and delete, with the registration access token."""
 
+    def create_configuration_response(self, request):
+        token = self.authenticate_token(request)
+        client = self.authenticate_client(request)
+        if token is None or client is None or not token.check_client(client):
+            raise InvalidRegistrationToken("the registration access token is missing or not valid for this client")
+        return super().create_configuration_response(request)
+
     def authenticate_token(self, request):
-        header = request.headers.get("authorization") or request.headers.get("Authorization") or ""
+        header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value:
             return None

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -135,7 +135,7 @@ class TokenIssuer:
         """Check one of our own access tokens (for introspection and revocation): signature,
         ``typ``, issuer, expiry, and whether it or its grant was revoked."""
         try:
-            header = jwt.extract_compact(token.encode()).headers()
+            header = jws.extract_compact(token.encode()).headers()
         except (JoseError, ValueError, UnicodeError):
             return None
         if header.get("typ") != "at+jwt" or header.get("alg") != ALGORITHM:
