@@ -81,6 +81,7 @@ class Row:
                 errors=r.errors,
                 warmup_errors=r.warmup_errors,
                 error_kinds=dict(r.error_kinds.most_common(5)),
+                warmup_error_kinds=dict(r.warmup_error_kinds.most_common(5)),
                 generator_cpu=round(r.generator_cpu, 3),
                 server_cpu=_round(r.server_cpu),
                 core_busy={str(k): round(v, 3) for k, v in r.core_busy.items()},
@@ -257,9 +258,11 @@ def _notes(rows: list[Row]) -> list[str]:
         name = f"{row.suite.label} / {row.scenario.title} [{row.suite.store}]"
         if row.note:
             notes.append(f"  {name}: {row.note}")
-        if row.result is not None and row.result.error_kinds:
+        if row.result is not None:
             for kind, count in row.result.error_kinds.most_common(3):
                 notes.append(f"  {name}: {count} x {kind}")
+            for kind, count in row.result.warmup_error_kinds.most_common(3):
+                notes.append(f"  {name}: during warm-up {count} x {kind}")
     if notes:
         notes.insert(0, "\nnotes:")
     return notes

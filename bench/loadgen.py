@@ -173,6 +173,7 @@ class LoadResult:
     latencies: list[float]
     error_kinds: Counter[str] = field(default_factory=Counter)
     warmup_errors: int = 0
+    warmup_error_kinds: Counter[str] = field(default_factory=Counter)
     generator_cpu: float = 0.0  # fraction of one core
     server_cpu: float | None = None  # fraction of one core, server processes together
     core_busy: dict[int, float] = field(default_factory=dict)  # fraction busy, per core
@@ -204,6 +205,7 @@ class _Window:
     warmup_errors: int = 0
     latencies: list[float] = field(default_factory=list)
     error_kinds: Counter[str] = field(default_factory=Counter)
+    warmup_error_kinds: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -243,11 +245,13 @@ async def _drive(worker: Worker, window: _Window) -> None:
 
 
 async def _record_failure(worker: Worker, window: _Window, exc: Exception) -> None:
+    kind = (str(exc) or type(exc).__name__)[:200]
     if window.measuring:
         window.errors += 1
-        window.error_kinds[(str(exc) or type(exc).__name__)[:200]] += 1
-    else:
+        window.error_kinds[kind] += 1
+    elif not window.stopped:
         window.warmup_errors += 1
+        window.warmup_error_kinds[kind] += 1
     if window.stopped:
         return
     try:
@@ -317,6 +321,7 @@ def _result(window: _Window, start: _CpuSample, end: _CpuSample) -> LoadResult:
         latencies=window.latencies,
         error_kinds=window.error_kinds,
         warmup_errors=window.warmup_errors,
+        warmup_error_kinds=window.warmup_error_kinds,
         generator_cpu=(end.generator - start.generator) / wall,
         server_cpu=server_cpu,
         core_busy=core_busy,

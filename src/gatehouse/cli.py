@@ -183,14 +183,21 @@ def clients_add(
 
 
 @clients_app.command("list")
-def clients_list(data_dir: DataDir = None) -> None:
+def clients_list(
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """List stored clients (pre-registered and dynamically registered)."""
     from gatehouse.authserver.clients import list_stored_clients
 
     ctx = open_context(load_settings(data_dir=data_dir))
     with ctx.unit_of_work() as session:
         clients = list_stored_clients(session)
+    if as_json:
+        print(json.dumps([{"client_id": c.client_id, "kind": c.kind, **c.metadata} for c in clients], indent=2))
+        return
     table = Table("client_id", "name", "kind", "auth", "redirect URIs")
+    table.columns[0].no_wrap = True
     for c in clients:
         table.add_row(c.client_id, c.client_name, c.kind, c.token_endpoint_auth_method, "\n".join(c.redirect_uris))
     out.print(table)
