@@ -145,10 +145,17 @@ def clients_add(
     data_dir: DataDir = None,
 ) -> None:
     """Pre-register a client (AS-7). Prints the client_id and, once, its secret."""
-    from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
+    from authlib.oauth2.rfc7591.errors import (
+        InvalidClientMetadataError,
+        InvalidRedirectURIError,
+    )
     from sqlalchemy.exc import IntegrityError
 
-    from gatehouse.authserver.clients import KIND_STATIC, store_client, validate_metadata
+    from gatehouse.authserver.clients import (
+        KIND_STATIC,
+        store_client,
+        validate_metadata,
+    )
 
     metadata: dict = {"client_name": name, "redirect_uris": redirect_uri}
     metadata["grant_types"] = grant_type or (["client_credentials"] if not redirect_uri else ["authorization_code", "refresh_token"])

@@ -41,10 +41,25 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to: mapped, 6to4, NAT64 or IPv4-compatible."""
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def is_forbidden_address(address: str, allow_loopback: bool) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = _embedded_ipv4(ip) or ip
     if ip.is_loopback:
         return not allow_loopback
     return not ip.is_global or ip.is_multicast
@@ -127,7 +142,10 @@ def fetch_limited(
         for _ in range(max_redirects + 1):
             check_fetchable_url(current, allow_insecure_loopback)
             try:
-                with client.stream("GET", current, headers=[("Accept", accept), *extra_headers]) as response:
+                # identity: the body is read raw (iter_raw), so a compressed answer would be
+                # unreadable, and the size cap must bound what is decoded (no gzip bombs)
+                headers = [("Accept", accept), ("Accept-Encoding", "identity"), *extra_headers]
+                with client.stream("GET", current, headers=headers) as response:
                     if response.is_redirect:
                         location = response.headers.get("location")
                         if not location:

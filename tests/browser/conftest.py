@@ -1,4 +1,4 @@
-"""Headless Chromium for the page tests: one browser per session, a fresh context per test.
+"""Headless Chromium for the page tests: one browser per module, a fresh context per test.
 
 Uses the system Chromium (``/usr/bin/chromium``, or ``GATEHOUSE_CHROMIUM``) through Playwright's
 sync API; nothing is downloaded. Without Playwright or Chromium the tests skip locally and
@@ -28,8 +28,12 @@ SCREENSHOTS = Path(__file__).parent / "screenshots"
 TIMEOUT_MS = 15_000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """One Chromium per test module, not per session: while Playwright's sync API is started it
+    leaves its event loop marked as running in this thread, so ``asyncio.run`` and async tests
+    (pytest-asyncio) fail until it stops. Modules here hold sync tests only; stopping at the end
+    of each module keeps the rest of the suite unaffected."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:

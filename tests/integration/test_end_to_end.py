@@ -218,3 +218,15 @@ def test_metadata_documents(live_as):
         assert set(doc["scopes_supported"]) == {"notes:read", "notes:write"}
         for endpoint in ("authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint", "introspection_endpoint"):
             assert doc[endpoint].startswith(live_as.base_url + "/")
+
+
+def test_login_page_names_the_app(live_as):
+    client = live_as.register(client_name="Notes Desktop", redirect_uris=[REDIRECT])
+    _, challenge = pkce_pair()
+    browser = Browser(live_as.base_url)
+    page = browser.follow(browser.get(
+        f"/authorize?response_type=code&client_id={client['client_id']}&redirect_uri={REDIRECT}"
+        f"&code_challenge={challenge}&code_challenge_method=S256"
+    ))
+    assert page.status_code == 200 and 'name="password"' in page.text
+    assert "to continue to <strong>Notes Desktop</strong>" in page.text

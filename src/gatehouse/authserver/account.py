@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
@@ -10,13 +10,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gatehouse.authserver import audit
+from gatehouse.authserver.clients import load_stored_client
 from gatehouse.authserver.http import BadRequestBody, read_body
 from gatehouse.authserver.pages import PAGE_HEADERS, error_page, render
 from gatehouse.authserver.ratelimit import RateLimited
 from gatehouse.authserver.tokens import revoke_grants_of
 from gatehouse.authserver.users import authenticate
 from gatehouse.store.models import Consent, Grant, User
-from urllib.parse import parse_qsl
 
 
 class AccountPages:
@@ -47,12 +47,24 @@ class AccountPages:
         except UnicodeDecodeError:
             raise BadRequestBody(400, "invalid_request", "the form is not valid UTF-8") from None
 
-    def _login_page(self, request: Request, next_url: str, *, error: str | None = None, username: str | None = None, status: int = 200):
+    def _client_label(self, next_url: str) -> str | None:
+        """The name of the app the user is signing in for, without fetching anything."""
+        client_id = dict(parse_qsl(urlsplit(next_url).query)).get("client_id")
+        if not client_id:
+            return None
+        if self.ctx.cimd.is_metadata_url(client_id):
+            return f"an app from {urlsplit(client_id).netloc}"
+        with self.ctx.unit_of_work() as db:
+            client = load_stored_client(db, client_id)
+        return client.client_name if client else None
+
+    async def _login_page(self, request: Request, next_url: str, *, error: str | None = None, username: str | None = None, status: int = 200):
         browser_id = self.sessions.browser_id(request)
         response = render(
             "login.html",
             status_code=status,
             base_path=self.base_path,
+            client_name=await run_in_threadpool(self._client_label, next_url),
             next=next_url,
             error=error,
             username=username,
@@ -67,7 +79,7 @@ class AccountPages:
             next_url = self._safe_next(request.query_params.get("next"))
             if self.sessions.read(request) is not None:
                 return RedirectResponse(next_url, status_code=303, headers=PAGE_HEADERS)
-            return self._login_page(request, next_url)
+            return await self._login_page(request, next_url)
         try:
             form = await self._form(request)
         except BadRequestBody as exc:
@@ -90,7 +102,7 @@ class AccountPages:
             limiter.check(f"user:{username.lower()}")
             limiter.check(f"addr:{remote}")
         except RateLimited as exc:
-            response = self._login_page(
+            response = await self._login_page(
                 request, next_url, error=f"Too many failed attempts. Try again in {exc.retry_after} seconds.", username=username, status=429
             )
             response.headers["Retry-After"] = str(exc.retry_after)
@@ -102,7 +114,7 @@ class AccountPages:
                     limiter.hit(key)
                 except RateLimited:
                     pass
-            return self._login_page(request, next_url, error="Wrong username or password.", username=username, status=401)
+            return await self._login_page(request, next_url, error="Wrong username or password.", username=username, status=401)
         response = RedirectResponse(next_url, status_code=303, headers=PAGE_HEADERS)
         self.sessions.start(response, user_id)
         return response

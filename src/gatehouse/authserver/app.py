@@ -6,6 +6,7 @@ import logging
 from urllib.parse import unquote, urlsplit
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -15,9 +16,22 @@ from starlette.routing import BaseRoute, Mount, Route
 from gatehouse.authserver.account import AccountPages
 from gatehouse.authserver.authorize import AuthorizeHandler
 from gatehouse.authserver.context import AuthServerContext
-from gatehouse.authserver.http import NO_STORE, BadRequestBody, oauth_error, prepare, to_starlette
-from gatehouse.authserver.metadata import authorization_server_metadata, well_known_paths
-from gatehouse.authserver.oauth import GatehouseAuthorizationServer, GatehouseJsonRequest, GatehouseRequest
+from gatehouse.authserver.http import (
+    NO_STORE,
+    BadRequestBody,
+    oauth_error,
+    prepare,
+    to_starlette,
+)
+from gatehouse.authserver.metadata import (
+    authorization_server_metadata,
+    well_known_paths,
+)
+from gatehouse.authserver.oauth import (
+    GatehouseAuthorizationServer,
+    GatehouseJsonRequest,
+    GatehouseRequest,
+)
 from gatehouse.authserver.pages import STATIC, error_page
 from gatehouse.authserver.ratelimit import RateLimited
 from gatehouse.authserver.sessions import SessionManager
@@ -63,10 +77,12 @@ class AuthServerEndpoints:
         return self.ctx.run_with_effects(work, effects_of)
 
     def _client_auth_key(self, request: Request, prepared) -> str:
+        """Failed client authentications are counted per client_id (from HTTP Basic, else the
+        form) and address; raises UnicodeDecodeError for a Basic header that is not UTF-8."""
         client_id = dict(prepared.form).get("client_id", "")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("basic "):
-            client_id = auth[6:20]
+        basic_id, _ = extract_basic_authorization(request.headers)
+        if basic_id is not None:
+            client_id = basic_id
         return f"{client_id}|{prepared.remote_addr}"
 
     async def _client_authenticated(self, request: Request, call) -> Response:
@@ -74,7 +90,13 @@ class AuthServerEndpoints:
             prepared = await self._prepare(request, "form")
         except BadRequestBody as exc:
             return oauth_error(exc.status, exc.error, exc.description)
-        key = self._client_auth_key(request, prepared)
+        try:
+            key = self._client_auth_key(request, prepared)
+        except UnicodeDecodeError:
+            return oauth_error(
+                401, "invalid_client", "the HTTP Basic credentials are not valid UTF-8",
+                headers={"WWW-Authenticate": 'Basic error="invalid_client"'},
+            )
         limiter = self.ctx.limits.failed_client_auth
         try:
             limiter.check(key)

@@ -26,7 +26,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gatehouse.authserver import audit
-from gatehouse.authserver.clients import KIND_DYNAMIC, KIND_METADATA_DOCUMENT, KIND_STATIC
+from gatehouse.authserver.clients import (
+    KIND_DYNAMIC,
+    KIND_METADATA_DOCUMENT,
+    KIND_STATIC,
+)
 from gatehouse.authserver.http import BadRequestBody, prepare
 from gatehouse.authserver.oauth import AuthlibResponse, GatehouseRequest
 from gatehouse.authserver.pages import PAGE_HEADERS, error_page, render

@@ -14,7 +14,10 @@ import time
 from collections import OrderedDict
 from urllib.parse import urlsplit
 
-from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
+from authlib.oauth2.rfc7591.errors import (
+    InvalidClientMetadataError,
+    InvalidRedirectURIError,
+)
 
 from gatehouse.authserver.clients import (
     KIND_METADATA_DOCUMENT,
@@ -26,7 +29,8 @@ from gatehouse.netguard import FetchError, fetch_limited, is_loopback_host
 
 DEFAULT_TTL = 300
 MAX_TTL = 24 * 3600
-_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-maxage|max-age)\s*=\s*\"?(\d+)", re.I)
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.I)
+_SHARED_MAX_AGE = re.compile(r"(?:^|,)\s*s-maxage\s*=\s*\"?(\d+)", re.I)
 
 
 class ClientMetadataDocumentError(Exception):
@@ -55,7 +59,8 @@ def cache_lifetime(cache_control: str | None) -> int:
     lowered = cache_control.lower()
     if "no-store" in lowered or "no-cache" in lowered:
         return 0
-    match = _MAX_AGE.search(lowered)
+    # a cache shared by every user of this AS: s-maxage wins over max-age (RFC 9111 section 5.2.2.10)
+    match = _SHARED_MAX_AGE.search(lowered) or _MAX_AGE.search(lowered)
     return min(int(match.group(1)), MAX_TTL) if match else DEFAULT_TTL
 
 

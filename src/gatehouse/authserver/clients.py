@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from joserfc.errors import InvalidClaimError, JoseError
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc7591 import ClientMetadataClaims
-from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
+from authlib.oauth2.rfc7591.errors import (
+    InvalidClientMetadataError,
+    InvalidRedirectURIError,
+)
+from joserfc.errors import InvalidClaimError, JoseError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 

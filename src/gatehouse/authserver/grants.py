@@ -12,13 +12,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError, InvalidScopeError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
 from authlib.oauth2.rfc7636 import CodeChallenge
 from sqlalchemy import select, update
 
 from gatehouse.authserver import audit
 from gatehouse.authserver.resources import TargetError
-from gatehouse.authserver.tokens import claim_refresh_token, new_grant, revoke_grant, subject_for, user_of
+from gatehouse.authserver.tokens import (
+    claim_refresh_token,
+    new_grant,
+    revoke_grant,
+    subject_for,
+    user_of,
+)
 from gatehouse.instance_secrets import token_hash
 from gatehouse.store.models import AuthorizationCode, Grant, RefreshToken
 from gatehouse.timeutil import utcnow
@@ -56,7 +66,7 @@ class _GatehouseGrant:
     def db(self):
         return self.request.db
 
-    def _issue(self, grant_row, user, scope, resource, include_refresh_token):
+    def _issue(self, grant_row, user, scope, resource, include_refresh_token, refresh_scope=None):
         client = self.request.client
         return self.ctx.tokens.issue(
             self.db,
@@ -66,6 +76,7 @@ class _GatehouseGrant:
             scope=scope,
             resource=resource,
             include_refresh_token=include_refresh_token,
+            refresh_scope=refresh_scope,
         )
 
 
@@ -220,7 +231,11 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
         scope = self.request.payload.scope or refresh_token.get_scope()
         scope = " ".join(dict.fromkeys(scope.split()))
         resource = self.ctx.resources.resolve([grant_row.resource])
-        return self._issue(grant_row, None if isinstance(user, _ClientAsUser) else user, scope, resource, True)
+        # a narrower scope applies to this access token only; the new refresh token keeps the
+        # presented one's scope (RFC 6749 section 6, OAuth 2.1 section 4.3)
+        return self._issue(
+            grant_row, None if isinstance(user, _ClientAsUser) else user, scope, resource, True, refresh_token.get_scope()
+        )
 
     def revoke_old_credential(self, refresh_token):
         if not claim_refresh_token(self.db, refresh_token.row.id):

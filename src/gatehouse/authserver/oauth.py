@@ -12,11 +12,20 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from authlib.oauth2.rfc6749 import AuthorizationServer
-from authlib.oauth2.rfc6749.errors import InvalidClientError, OAuth2Error
-from authlib.oauth2.rfc6749.requests import JsonPayload, JsonRequest, OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    OAuth2Error,
+    UnsupportedResponseTypeError,
+)
+from authlib.oauth2.rfc6749.requests import (
+    JsonPayload,
+    JsonRequest,
+    OAuth2Payload,
+    OAuth2Request,
+)
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
@@ -42,10 +51,17 @@ from gatehouse.authserver.grants import (
     RefreshTokenGrant,
     RequireS256,
 )
+from gatehouse.authserver.resources import describable
 from gatehouse.authserver.tokens import revoke_grant
-from gatehouse.instance_secrets import hashes_match, new_token, token_hash
+from gatehouse.instance_secrets import hashes_match, token_hash
 from gatehouse.netguard import FetchError, fetch_limited
-from gatehouse.store.models import Client, ClientAssertionUse, Grant, RefreshToken, Revocation
+from gatehouse.store.models import (
+    Client,
+    ClientAssertionUse,
+    Grant,
+    RefreshToken,
+    Revocation,
+)
 from gatehouse.timeutil import epoch, utcnow
 
 
@@ -155,7 +171,7 @@ class GatehouseAuthorizationServer(AuthorizationServer):
             try:
                 return self.ctx.cimd.resolve(client_id)
             except ClientMetadataDocumentError as exc:
-                raise InvalidClientError(description=f"client metadata document refused: {exc}") from exc
+                raise InvalidClientError(description=describable(f"client metadata document refused: {exc}")) from exc
         return load_stored_client(db, client_id)
 
     def save_token(self, token, request):
@@ -176,7 +192,27 @@ class GatehouseAuthorizationServer(AuthorizationServer):
     def handle_response(self, status, body, headers):
         return AuthlibResponse(status, body, list(headers))
 
+    def get_authorization_grant(self, request):
+        try:
+            return super().get_authorization_grant(request)
+        except ValueError:
+            # Authlib makes the raw response_type the error's description and refuses characters
+            # RFC 6749 forbids there (a server error); answer with the same error, described safely
+            client = self.query_client(request.payload.client_id)
+            requested = request.payload.redirect_uri
+            redirect_uri = None
+            if client is not None and not requested:
+                redirect_uri = client.get_default_redirect_uri()
+            elif client is not None and client.check_redirect_uri(requested):
+                redirect_uri = requested
+            raise UnsupportedResponseTypeError(
+                "code", "response_type must be 'code'", redirect_uri=redirect_uri, state=request.payload.state
+            ) from None
+
     def handle_error_response(self, request, error):
+        if not error.description:
+            # every error answer carries a description (Authlib leaves some without one)
+            error.description = describable(error.get_error_description() or error.error)
         if isinstance(error, InvalidClientError) and getattr(request, "error_effects", None) is not None:
             client_id = request.payload.client_id if hasattr(request, "payload") else None
             remote = request.prepared.remote_addr
@@ -215,8 +251,6 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         expires = claims.get("exp")
         expires_at = utcnow() + timedelta(hours=1)
         if isinstance(expires, int | float):
-            from datetime import datetime, UTC
-
             expires_at = datetime.fromtimestamp(expires, UTC).replace(tzinfo=None)
         db.add(ClientAssertionUse(client_id=client_id, jti=str(jti), expires_at=expires_at))
         try:
@@ -375,10 +409,6 @@ class GatehouseRegistrationEndpoint(ClientRegistrationEndpoint):
         info["registration_client_uri"] = f"{self.server.ctx.issuer}/register/{client.client_id}"
         return info
 
-    def create_registration_response(self, request):
-        status, body, headers = super().create_registration_response(request)
-        return status, body, headers
-
 
 class InvalidRegistrationToken(OAuth2Error):
     """RFC 7592 section 2 / RFC 6750 section 3.1: a missing or wrong registration access token."""
@@ -448,5 +478,3 @@ class _RegistrationToken:
     def check_client(self, client: OAuthClient) -> bool:
         return hashes_match(self.value, client.registration_token_hash)
 
-
-__all__ = ["GatehouseAuthorizationServer", "GatehouseRequest", "GatehouseJsonRequest", "PreparedRequest", "AuthlibResponse", "new_token"]

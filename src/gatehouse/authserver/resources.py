@@ -76,9 +76,15 @@ class ResourceRegistry:
         unknown = [s for s in wanted if s not in resource.scopes]
         if unknown:
             raise InvalidScopeError(
-                f"unknown scope {' '.join(unknown)!r} for {resource.uri}; available: {' '.join(resource.scopes)}"
+                describable(f"unknown scope {' '.join(unknown)!r} for {resource.uri}; available: {' '.join(resource.scopes)}")
             )
         return wanted or list(resource.scopes)
+
+
+def describable(text: str) -> str:
+    """``text`` fit for ``error_description``: the characters RFC 6749 section 5.2 forbids there
+    (Authlib raises ValueError on them, a server error) become '?'."""
+    return "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "?" for ch in text)
 
 
 class TargetError(OAuth2Error):
@@ -87,4 +93,4 @@ class TargetError(OAuth2Error):
     error = "invalid_target"
 
     def __init__(self, description: str, **kwargs):
-        super().__init__(description=description, **kwargs)
+        super().__init__(description=describable(description), **kwargs)

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gatehouse.authserver import audit
@@ -96,8 +96,12 @@ class TokenIssuer:
         scope: str,
         resource: Resource,
         include_refresh_token: bool,
+        refresh_scope: str | None = None,
     ) -> dict:
-        """Mint an access token (and a refresh token) for ``grant``; rows join the session's transaction."""
+        """Mint an access token (and a refresh token) for ``grant``; rows join the session's transaction.
+
+        ``refresh_scope``: the new refresh token's scope when it differs from the access token's
+        (on refresh it stays that of the presented refresh token, RFC 6749 section 6)."""
         now = utcnow()
         ttl = resource.access_token_ttl
         jti = new_token(16)
@@ -123,7 +127,7 @@ class TokenIssuer:
                     token_hash=token_hash(refresh),
                     grant_id=grant.id,
                     client_id=client_id,
-                    scope=scope,
+                    scope=refresh_scope or scope,
                     created_at=now,
                     expires_at=now + timedelta(seconds=self.refresh_token_ttl),
                 )
@@ -178,8 +182,3 @@ def claim_refresh_token(session: Session, row_id: int) -> bool:
     )
     return result.rowcount == 1
 
-
-def purge_expired(session: Session) -> None:
-    now = utcnow()
-    session.execute(delete(Revocation).where(Revocation.expires_at < now))
-    session.execute(delete(AccessToken).where(AccessToken.expires_at < now))
