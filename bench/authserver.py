@@ -39,12 +39,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flow import FlowError  # noqa: E402
-from loadgen import LoadResult, run_load  # noqa: E402
-from servers import ServerError, stop_all  # noqa: E402
-from suites import BENCH_DIR, RunConfig, Scenario, Skip, Suite, Target, all_suites, default_gatehouse_cli  # noqa: E402
+from flow import FlowError
+from loadgen import LoadResult, run_load
+from servers import ServerError, stop_all
+from suites import (
+    BENCH_DIR,
+    RunConfig,
+    Scenario,
+    SetupError,
+    Skip,
+    Suite,
+    Target,
+    all_suites,
+    default_gatehouse_cli,
+)
 
 GENERATOR_SATURATED = 0.90
+FOREIGN_LOAD = 0.10  # share of a pinned core used by processes outside the benchmark
 RESULTS_DIR = BENCH_DIR / "results"
 
 
@@ -57,6 +68,7 @@ class Row:
     result: LoadResult | None = None
     status: str = "ok"  # ok | skipped | failed
     note: str = ""
+    server_log: str = ""  # the end of the server's log, kept when something failed
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -67,6 +79,7 @@ class Row:
             "unit": self.scenario.unit,
             "status": self.status,
             "note": self.note,
+            "server_log": self.server_log,
         }
         r = self.result
         if r is not None:
@@ -84,6 +97,8 @@ class Row:
                 warmup_error_kinds=dict(r.warmup_error_kinds.most_common(5)),
                 generator_cpu=round(r.generator_cpu, 3),
                 server_cpu=_round(r.server_cpu),
+                database_cpu=_round(r.database_cpu),
+                ops_per_server_cpu_second=_round(r.ops_per_server_cpu_second, 1),
                 core_busy={str(k): round(v, 3) for k, v in r.core_busy.items()},
             )
         return data
@@ -107,10 +122,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", "-c", type=int, default=16, help="concurrent clients (16)")
     parser.add_argument("--only", default="", help=f"comma-separated suites: {', '.join(suites)}")
     parser.add_argument("--scenarios", default="", help="comma-separated scenario keys (e.g. refresh,jwks)")
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds before an op counts as failed (15)")
     parser.add_argument("--server-cpu", type=int, default=0, help="core for the servers (0)")
     parser.add_argument("--client-cpu", type=int, default=1, help="core for the load generator (1)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin anything to cores")
     parser.add_argument("--gatehouse", type=Path, default=None, help="the gatehouse CLI (default: beside python)")
+    parser.add_argument(
+        "--server-log-level",
+        default="warning",
+        help="gatehouse serve --log-level (warning: no access log, like A and B; '' for its default)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write results here (default: bench/results/)")
     parser.add_argument("--no-json", action="store_true", help="do not write a JSON file")
     args = parser.parse_args(argv)
@@ -148,49 +169,69 @@ async def run_scenario(target: Target, suite: Suite, scenario: Scenario, args: a
     """Build the scenario's workers against ``target`` and measure them."""
     try:
         workers = await scenario.make_workers(target, args.concurrency)
-    except (FlowError, OSError, TimeoutError, KeyError, ValueError) as exc:
-        return Row(suite, scenario, status="failed", note=f"setup: {exc}")
-    result = await run_load(workers, args.duration, args.warmup, target.server_pids)
-    note = "; ".join(target.warnings)
-    if result.generator_cpu > GENERATOR_SATURATED:
-        note = "; ".join(filter(None, [note, f"load generator saturated ({result.generator_cpu:.0%} of a core)"]))
-    return Row(suite, scenario, result, note=note)
-
-
-async def run_suite(suite: Suite, scenarios: list[Scenario], config: RunConfig, args, rows: list[Row]) -> None:
-    """Start the suite's server, run its scenarios, stop it; failures become rows."""
-    started = len(rows)
+    except (SetupError, FlowError, OSError, TimeoutError, KeyError, ValueError) as exc:
+        return Row(suite, scenario, status="failed", note=f"setup: {exc}", server_log=target.server.log_tail(12))
+    tracker = target.tracker()
     try:
-        async with suite.launch(config) as target:
-            _log(f"{suite.label} [{suite.store}] up at {target.server.base_url}, pid {target.server.pid}, "
-                 f"cpus {sorted(target.server.affinity() or [])}")  # fmt: skip
-            for scenario in scenarios:
-                _log(f"  {scenario.title} ...")
+        result = await run_load(workers, args.duration, args.warmup, tracker, args.timeout)
+    finally:
+        tracker.close()
+    notes = tracker.warnings + cpu_warnings(result, target.server_cpu, args.client_cpu)
+    log = target.server.log_tail(12) if result.errors or result.warmup_errors else ""
+    return Row(suite, scenario, result, note="; ".join(notes), server_log=log)
+
+
+def cpu_warnings(result: LoadResult, server_cpu: int | None, client_cpu: int) -> list[str]:
+    """Say when the generator was the bottleneck or other processes shared the pinned cores."""
+    warnings = []
+    if result.ops == 0:
+        warnings.append("no operation completed in the measured window")
+    if result.generator_cpu > GENERATOR_SATURATED:
+        warnings.append(f"load generator saturated ({result.generator_cpu:.0%} of a core)")
+    if server_cpu is None:
+        return warnings
+    foreign_server = result.core_busy.get(server_cpu, 0.0) - (result.server_cpu or 0.0)
+    foreign_client = result.core_busy.get(client_cpu, 0.0) - result.generator_cpu
+    if foreign_server > FOREIGN_LOAD:
+        warnings.append(f"other processes used {foreign_server:.0%} of server core {server_cpu}")
+    if foreign_client > FOREIGN_LOAD:
+        warnings.append(f"other processes used {foreign_client:.0%} of generator core {client_cpu}")
+    return warnings
+
+
+async def run_suite(
+    suite: Suite, scenarios: list[Scenario], config: RunConfig, args: argparse.Namespace, rows: list[Row]
+) -> None:
+    """Run each scenario against a freshly started server (and, for PostgreSQL, a fresh
+    database), so that one scenario's leftovers, or a wedged server, cannot skew the next.
+    Rows are appended as scenarios finish, so an interrupted run still reports them."""
+    for index, scenario in enumerate(scenarios):
+        try:
+            async with suite.launch(config) as target:
+                _log(
+                    f"{suite.label} [{suite.store}] {scenario.title}: server pid {target.server.pid} "
+                    f"on cpus {sorted(target.server.affinity() or [])}, {target.server.base_url}"
+                )
                 row = await run_scenario(target, suite, scenario, args)
-                rows.append(row)
-                _log("  " + _progress_line(row))
-    except Skip as exc:
-        _fill(rows, started, suite, scenarios, "skipped", str(exc))
-    except (ServerError, FlowError, OSError, TimeoutError) as exc:
-        _fill(rows, started, suite, scenarios, "failed", str(exc))
-
-
-def _fill(rows: list[Row], started: int, suite: Suite, scenarios: list[Scenario], status: str, note: str) -> None:
-    """Add a ``status`` row for every scenario of the suite that has no row yet."""
-    done = {row.scenario.key for row in rows[started:]}
-    _log(f"{suite.label} [{suite.store}] {status}: {note}")
-    for scenario in scenarios:
-        if scenario.key not in done:
-            rows.append(Row(suite, scenario, status=status, note=note.splitlines()[0] if note else ""))
+        except Skip as exc:
+            _log(f"{suite.label} [{suite.store}] skipped: {exc}")
+            rows += [Row(suite, s, status="skipped", note=str(exc)) for s in scenarios[index:]]
+            return
+        except (ServerError, SetupError, FlowError, OSError, TimeoutError) as exc:
+            row = Row(suite, scenario, status="failed", note=str(exc))
+        rows.append(row)
+        _log("  " + _progress_line(row))
 
 
 async def run_all(args: argparse.Namespace, server_cpu: int | None, rows: list[Row]) -> None:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (`cmd &`)
+        loop.add_signal_handler(signum, task.cancel)
     with tempfile.TemporaryDirectory(prefix="gatehouse-bench-") as work:
-        config = RunConfig(server_cpu, Path(work), args.gatehouse or default_gatehouse_cli(), args.concurrency)
+        gatehouse = args.gatehouse or default_gatehouse_cli()
+        config = RunConfig(server_cpu, Path(work), gatehouse, args.server_log_level or None)
         only, wanted = set(_split(args.only)), set(_split(args.scenarios))
         for suite in all_suites():
             if only and suite.key not in only:
@@ -204,7 +245,19 @@ async def run_all(args: argparse.Namespace, server_cpu: int | None, rows: list[R
 # Reporting
 # --------------------------------------------------------------------------------------------
 
-COLUMNS = ("suite", "scenario", "store", "ops/s", "req/s", "p50 ms", "p99 ms", "errors", "srv cpu", "gen cpu")
+COLUMNS = (
+    "suite",
+    "scenario",
+    "store",
+    "ops/s",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "srv cpu",
+    "ops/cpu-s",
+    "gen cpu",
+)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -222,20 +275,30 @@ def _cells(row: Row) -> list[str]:
         _fmt(r.percentile_ms(50), ".2f"),
         _fmt(r.percentile_ms(99), ".2f"),
         str(r.errors),
-        _fmt(None if r.server_cpu is None else r.server_cpu * 100, ".0f") + ("%" if r.server_cpu is not None else ""),
-        f"{r.generator_cpu * 100:.0f}%",
+        _share(r.server_cpu),
+        _fmt(r.ops_per_server_cpu_second, ",.0f"),
+        f"{r.generator_cpu:.0%}",
     ]
 
 
 def _progress_line(row: Row) -> str:
     r = row.result
     if r is None:
-        return f"{row.status}: {row.note}"
+        return f"{row.status}: {row.note.splitlines()[0] if row.note else ''}"
     return (
-        f"{r.ops_per_s:,.0f} {row.scenario.unit}s/s, {r.requests_per_s:,.0f} req/s, "
+        f"{r.ops_per_s:,.0f} {row.scenario.unit}/s, {r.requests_per_s:,.0f} req/s, "
         f"p50 {_fmt(r.percentile_ms(50), '.2f')} ms, p99 {_fmt(r.percentile_ms(99), '.2f')} ms, "
-        f"{r.errors} errors, generator {r.generator_cpu:.0%} of core"
+        f"{r.errors} errors, server {_share(r.server_cpu)} of core{_database_share(r)}, "
+        f"generator {r.generator_cpu:.0%} of core"
     )
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _database_share(result: LoadResult) -> str:
+    return f" (database {result.database_cpu:.0%})" if result.database_cpu else ""
 
 
 def render_table(rows: list[Row]) -> str:
@@ -263,6 +326,8 @@ def _notes(rows: list[Row]) -> list[str]:
                 notes.append(f"  {name}: {count} x {kind}")
             for kind, count in row.result.warmup_error_kinds.most_common(3):
                 notes.append(f"  {name}: during warm-up {count} x {kind}")
+        if row.server_log:
+            notes.append(f"  {name}: server log ends with:\n{row.server_log}")
     if notes:
         notes.insert(0, "\nnotes:")
     return notes
@@ -277,7 +342,7 @@ def environment(args: argparse.Namespace, server_cpu: int | None) -> dict[str, A
                 cpu_model = line.split(":", 1)[1].strip()
                 break
     return {
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_model": cpu_model,
@@ -297,8 +362,12 @@ def write_json(path: Path, env: dict[str, Any], rows: list[Row]) -> None:
     path.write_text(json.dumps({"environment": env, "results": [row.as_json() for row in rows]}, indent=2) + "\n")
 
 
+_T0 = time.monotonic()
+
+
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Progress to stderr, stamped with the seconds since start."""
+    print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,13 +391,21 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_all(args, server_cpu, rows))
     except (KeyboardInterrupt, asyncio.CancelledError):
         interrupted = True
-        _log("\ninterrupted; servers stopped")
+        _log("interrupted; servers stopped")
     finally:
         stop_all()
+    if not rows:
+        print("no scenario completed")
+        return 130 if interrupted else 1
     print()
     print(render_table(rows))
-    print(f"\nop = one grant, request, fetch or complete flow; latency is per op. total {time.monotonic() - started:.0f} s")
-    if rows and not args.no_json:
+    print(
+        "\nop = one grant, request, fetch or complete flow; latency is per op. srv cpu = the server's processes"
+        "\n(with its PostgreSQL backends) as a share of one core; ops/cpu-s = ops per second of server CPU,"
+        "\nrobust when other processes share the core; gen cpu = the load generator's share of its core."
+        f"\nTotal {time.monotonic() - started:.0f} s."
+    )
+    if not args.no_json:
         path = args.json or RESULTS_DIR / f"authserver-{time.strftime('%Y%m%d-%H%M%S')}.json"
         write_json(path, env, rows)
         print(f"results written to {path}")

@@ -30,7 +30,7 @@ import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import Any, Protocol
@@ -43,12 +43,12 @@ __all__ = [
     "Endpoints",
     "FlowError",
     "HtmlForm",
+    "basic_auth",
     "discover",
     "form_body",
     "parse_forms",
     "pkce_pair",
     "register_client",
-    "basic_auth",
 ]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -173,8 +173,8 @@ def _is_deletion(attributes: str) -> bool:
             except (TypeError, ValueError):
                 continue
             if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=timezone.utc)
-            if expires <= datetime.now(timezone.utc):
+                expires = expires.replace(tzinfo=UTC)
+            if expires <= datetime.now(UTC):
                 return True
     return False
 
@@ -402,8 +402,7 @@ class AuthCodeFlow:
             form, values, button, kind = self._next_form(response, url, logged_in)
             logged_in |= kind == "login"
             consented |= kind == "consent"
-            method, url = "POST", urljoin(url, form.action or url)
-            body = form_body(form.submission(values, button))
+            method, url, body = self._submit(form, url, values, button)
         raise FlowError(f"no redirect to {self.redirect_uri} after {self.max_steps} requests")
 
     async def exchange_code(self, transport: Transport, result: AuthorizationResult) -> dict[str, Any]:
@@ -443,6 +442,17 @@ class AuthCodeFlow:
         response = await transport.request(method, url, headers, body)
         jar.update_from(response)
         return response
+
+    @staticmethod
+    def _submit(
+        form: HtmlForm, page_url: str, values: dict[str, str], button: tuple[str, str] | None
+    ) -> tuple[str, str, bytes]:
+        """The (method, url, body) a browser sends when ``form`` is submitted."""
+        action = urljoin(page_url, form.action or page_url)
+        fields = form_body(form.submission(values, button))
+        if form.method == "get":
+            return "GET", action.split("?", 1)[0] + "?" + fields.decode("ascii"), b""
+        return "POST", action, fields
 
     def _is_redirect_uri(self, location: str) -> bool:
         return location.split("?", 1)[0].split("#", 1)[0] == self.redirect_uri

@@ -27,23 +27,35 @@ from urllib.parse import quote
 
 from flow import AuthCodeFlow, CookieJar
 from httpclient import HttpConnection, Response, build_request_head, finish_request
-from servers import core_times, process_cpu_seconds
+from servers import core_times
 
 __all__ = [
     "AuthCodeWorker",
     "LoadResult",
     "OpError",
     "RefreshWorker",
+    "ServerProbe",
     "StaticWorker",
     "Worker",
     "run_load",
 ]
 
-STOP_GRACE_SECONDS = 30.0
+DEFAULT_OP_TIMEOUT = 15.0
+SERVER_REFRESH_SECONDS = 0.1
 
 
 class OpError(Exception):
     """An operation got an answer it did not expect."""
+
+
+class ServerProbe(Protocol):
+    """The server's processes: see :class:`servers.ServerTracker`."""
+
+    def refresh(self) -> None: ...
+
+    def cpu_seconds(self) -> float: ...
+
+    def database_cpu_seconds(self) -> float: ...
 
 
 class Worker(Protocol):
@@ -169,13 +181,14 @@ class LoadResult:
     duration: float
     ops: int
     requests: int
-    errors: int
+    errors: int  # failures in the window, plus ops in flight at its end that then timed out
     latencies: list[float]
     error_kinds: Counter[str] = field(default_factory=Counter)
     warmup_errors: int = 0
     warmup_error_kinds: Counter[str] = field(default_factory=Counter)
     generator_cpu: float = 0.0  # fraction of one core
     server_cpu: float | None = None  # fraction of one core, server processes together
+    database_cpu: float | None = None  # the PostgreSQL backends' part of server_cpu
     core_busy: dict[int, float] = field(default_factory=dict)  # fraction busy, per core
 
     @property
@@ -185,6 +198,13 @@ class LoadResult:
     @property
     def requests_per_s(self) -> float:
         return self.requests / self.duration if self.duration else 0.0
+
+    @property
+    def ops_per_server_cpu_second(self) -> float | None:
+        """Operations per second of server CPU: robust to other processes sharing the core."""
+        if not self.server_cpu:
+            return None
+        return self.ops_per_s / self.server_cpu
 
     def percentile_ms(self, p: float) -> float | None:
         """Nearest-rank percentile of the operation latencies, in milliseconds."""
@@ -197,6 +217,7 @@ class LoadResult:
 
 @dataclass
 class _Window:
+    op_timeout: float = DEFAULT_OP_TIMEOUT
     measuring: bool = False
     stopped: bool = False
     ops: int = 0
@@ -213,28 +234,43 @@ class _CpuSample:
     wall: float
     generator: float
     server: float | None
+    database: float | None
     cores: dict[int, tuple[float, float]]
 
 
-def _sample_cpu(server_pids: list[int]) -> _CpuSample:
+def _sample_cpu(server: ServerProbe | None) -> _CpuSample:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    server = None
-    if server_pids:
-        times = [process_cpu_seconds(pid) for pid in server_pids]
-        server = sum(t for t in times if t is not None)
-    return _CpuSample(time.perf_counter(), usage.ru_utime + usage.ru_stime, server, core_times())
+    server_seconds = database_seconds = None
+    if server is not None:
+        server.refresh()
+        server_seconds = server.cpu_seconds()
+        database_seconds = server.database_cpu_seconds()
+    generator = usage.ru_utime + usage.ru_stime
+    return _CpuSample(time.perf_counter(), generator, server_seconds, database_seconds, core_times())
+
+
+async def _follow(server: ServerProbe, window: _Window) -> None:
+    """Refresh the server probe (new processes get pinned and sampled) until the run stops."""
+    while not window.stopped:
+        server.refresh()
+        await asyncio.sleep(SERVER_REFRESH_SECONDS)
 
 
 async def _drive(worker: Worker, window: _Window) -> None:
     """Run one worker's closed loop until the window is stopped."""
     perf_counter = time.perf_counter
     latencies = window.latencies
+    op_timeout = window.op_timeout
     while not window.stopped:
         start = perf_counter()
         try:
-            requests = await worker.op()
+            async with asyncio.timeout(op_timeout):
+                requests = await worker.op()
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            await _record_failure(worker, window, OpError(f"timeout: no answer within {op_timeout:g} s"), True)
+            continue
         except Exception as exc:  # noqa: BLE001 - every failure is counted, none stops the run
             await _record_failure(worker, window, exc)
             continue
@@ -244,9 +280,11 @@ async def _drive(worker: Worker, window: _Window) -> None:
             window.requests += requests
 
 
-async def _record_failure(worker: Worker, window: _Window, exc: Exception) -> None:
+async def _record_failure(worker: Worker, window: _Window, exc: Exception, timed_out: bool = False) -> None:
+    """Count a failed op, then let the worker recover. An op that was still in flight when the
+    window closed and then timed out counts too: a hung server must not pass for "no errors"."""
     kind = (str(exc) or type(exc).__name__)[:200]
-    if window.measuring:
+    if window.measuring or (window.stopped and timed_out):
         window.errors += 1
         window.error_kinds[kind] += 1
     elif not window.stopped:
@@ -255,7 +293,8 @@ async def _record_failure(worker: Worker, window: _Window, exc: Exception) -> No
     if window.stopped:
         return
     try:
-        await worker.recover(exc)
+        async with asyncio.timeout(window.op_timeout):
+            await worker.recover(exc)
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - a failed recovery is retried after the next failure
@@ -266,25 +305,28 @@ async def run_load(
     workers: list[Worker],
     duration: float,
     warmup: float,
-    before_window: Callable[[], list[int]] | None = None,
+    server: ServerProbe | None = None,
+    op_timeout: float = DEFAULT_OP_TIMEOUT,
 ) -> LoadResult:
     """Drive ``workers`` for ``warmup`` + ``duration`` seconds; measure the last ``duration``.
 
-    ``before_window`` runs at the end of the warm-up and returns the PIDs whose CPU time counts
-    as the server's (it may also pin late-started server processes).
+    ``server`` is refreshed every 0.1 s during the run (pinning processes the server starts
+    under load) and gives the server's CPU time. An operation still unanswered after
+    ``op_timeout`` seconds counts as an error and its connection is dropped.
     """
-    window = _Window()
+    window = _Window(op_timeout)
     tasks = [asyncio.create_task(_drive(worker, window)) for worker in workers]
+    if server is not None:
+        tasks.append(asyncio.create_task(_follow(server, window)))
     try:
         await asyncio.sleep(warmup)
-        server_pids = before_window() if before_window else []
-        start = _sample_cpu(server_pids)
+        start = _sample_cpu(server)
         window.measuring = True
         await asyncio.sleep(duration)
         window.measuring = False
         window.stopped = True
-        end = _sample_cpu(server_pids)
-        await _finish(tasks)
+        end = _sample_cpu(server)
+        await _finish(tasks, op_timeout + 1.0)
     finally:
         for task in tasks:
             task.cancel()
@@ -294,9 +336,9 @@ async def run_load(
     return _result(window, start, end)
 
 
-async def _finish(tasks: list[asyncio.Task[None]]) -> None:
-    """Let in-flight operations end (they are not counted); cancel stragglers after a grace."""
-    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+async def _finish(tasks: list[asyncio.Task[None]], grace: float) -> None:
+    """Let in-flight operations end (they are not counted); cancel stragglers after ``grace``."""
+    _, pending = await asyncio.wait(tasks, timeout=grace)
     for task in pending:
         task.cancel()
     with contextlib.suppress(Exception):
@@ -305,9 +347,11 @@ async def _finish(tasks: list[asyncio.Task[None]]) -> None:
 
 def _result(window: _Window, start: _CpuSample, end: _CpuSample) -> LoadResult:
     wall = end.wall - start.wall
-    server_cpu = None
+    server_cpu = database_cpu = None
     if start.server is not None and end.server is not None:
         server_cpu = (end.server - start.server) / wall
+    if start.database is not None and end.database is not None:
+        database_cpu = (end.database - start.database) / wall
     core_busy = {}
     for core, (busy_end, total_end) in end.cores.items():
         busy_start, total_start = start.cores.get(core, (busy_end, total_end))
@@ -324,5 +368,6 @@ def _result(window: _Window, start: _CpuSample, end: _CpuSample) -> LoadResult:
         warmup_error_kinds=window.warmup_error_kinds,
         generator_cpu=(end.generator - start.generator) / wall,
         server_cpu=server_cpu,
+        database_cpu=database_cpu,
         core_busy=core_busy,
     )

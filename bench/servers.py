@@ -28,15 +28,14 @@ from httpclient import HttpConnection
 __all__ = [
     "ServerError",
     "ServerProcess",
+    "ServerTracker",
     "core_times",
-    "fresh_postgres_database",
     "free_port",
-    "pin_database_backends",
+    "fresh_postgres_database",
     "process_cpu_seconds",
     "stop_all",
 ]
 
-VENV_BIN = Path(sys.executable).parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _RUNNING: set[ServerProcess] = set()
 
@@ -104,7 +103,8 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops us by PID
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                # Safe here: the benchmark starts servers from its only thread.
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
             )
         _RUNNING.add(self)
         if self.cpu is not None and not taskset:
@@ -124,7 +124,7 @@ class ServerProcess:
         last_error = "no answer"
         try:
             while time.monotonic() < deadline:
-                self._check_alive()
+                self.check_alive()
                 try:
                     response = await conn.request("GET", path)
                     if response.status < 500:
@@ -138,7 +138,8 @@ class ServerProcess:
             conn.close()
         raise ServerError(f"{self.name} not ready after {timeout:.0f} s ({last_error})\n{self.log_tail()}")
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise :class:`ServerError` (with the log's tail) if the server has exited."""
         assert self.proc is not None
         code = self.proc.poll()
         if code is not None:
@@ -235,30 +236,67 @@ def fresh_postgres_database(admin_dsn: str = POSTGRES_ADMIN_DSN) -> Iterator[str
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def database_backend_pids(dbname: str, admin_dsn: str = POSTGRES_ADMIN_DSN) -> list[int]:
-    """PIDs of the PostgreSQL backends connected to ``dbname`` (the server's pool)."""
-    import psycopg
+class ServerTracker:
+    """The processes that make up the server under test, followed while it is under load.
 
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)
-        ).fetchall()
-    return [int(row[0]) for row in rows]
-
-
-def pin_database_backends(dbname: str, cpu: int | None) -> tuple[list[int], str | None]:
-    """Pin the backends serving ``dbname`` to ``cpu``: the database is part of the server under
-    test, so it shares the server's core rather than the load generator's.
-
-    Returns the backend PIDs and a warning if some could not be pinned.
+    Each :meth:`refresh` finds the server's processes (the server's PID, plus the PostgreSQL
+    backends connected to its database: a connection pool may open new ones at any time),
+    pins newcomers to the server core, and samples every process's CPU time. A process that
+    has exited keeps its last sample, so :meth:`cpu_seconds` only grows; a backend that starts
+    and exits between two refreshes is missed.
     """
-    pids = database_backend_pids(dbname)
-    if cpu is None:
-        return pids, None
-    failed = []
-    for pid in pids:
+
+    def __init__(self, pid: int, cpu: int | None, pg_database: str | None = None) -> None:
+        self.pid = pid
+        self.cpu = cpu
+        self.pg_database = pg_database
+        self.latest: dict[int, float] = {}
+        self.pinned: set[int] = set()
+        self.warnings: list[str] = []
+        self._pg = None
+
+    def refresh(self) -> None:
+        """Find, pin and sample the server's processes."""
+        for pid in [self.pid, *self._backend_pids()]:
+            if pid not in self.pinned:
+                self._pin(pid)
+            seconds = process_cpu_seconds(pid)
+            if seconds is not None:
+                self.latest[pid] = seconds
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by every server process seen."""
+        return sum(self.latest.values())
+
+    def database_cpu_seconds(self) -> float:
+        """The part of :meth:`cpu_seconds` used by PostgreSQL backends."""
+        return sum(seconds for pid, seconds in self.latest.items() if pid != self.pid)
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
+
+    def _pin(self, pid: int) -> None:
+        self.pinned.add(pid)
+        if self.cpu is None or pid == self.pid:  # the server itself was started pinned
+            return
         try:
-            os.sched_setaffinity(pid, {cpu})
+            os.sched_setaffinity(pid, {self.cpu})
+        except ProcessLookupError:
+            pass  # the backend has already gone
         except OSError as exc:
-            failed.append(f"{pid}: {exc.strerror}")
-    return pids, (f"could not pin PostgreSQL backends ({', '.join(failed)})" if failed else None)
+            if len(self.warnings) < 3:
+                self.warnings.append(f"could not pin PostgreSQL backend {pid}: {exc.strerror}")
+
+    def _backend_pids(self) -> list[int]:
+        if not self.pg_database:
+            return []
+        import psycopg  # only the PostgreSQL scenarios need it
+
+        if self._pg is None:
+            self._pg = psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True)
+        rows = self._pg.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (self.pg_database,)
+        ).fetchall()
+        return [int(row[0]) for row in rows]

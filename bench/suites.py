@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -38,18 +39,22 @@ from flow import (
 )
 from httpclient import HttpConnection, build_request, request_target
 from loadgen import AuthCodeWorker, RefreshWorker, StaticWorker, Worker
-from servers import ServerProcess, free_port, fresh_postgres_database, pin_database_backends
+from servers import ServerProcess, ServerTracker, free_port, fresh_postgres_database
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BENCH_DIR.parent
 REDIRECT_URI = "http://127.0.0.1:9/cb"
 SCOPE = "notes:read"
-SETUP_TIMEOUT = 180.0
+SETUP_TIMEOUT = 60.0
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 
 
 class Skip(Exception):
-    """A suite or scenario cannot run here (missing CLI, database unreachable, ...)."""
+    """A suite cannot run here (missing CLI, database unreachable, ...)."""
+
+
+class SetupError(Exception):
+    """A setup step outside HTTP failed (e.g. ``gatehouse users add``)."""
 
 
 @dataclass
@@ -59,7 +64,7 @@ class RunConfig:
     server_cpu: int | None
     work_dir: Path
     gatehouse: Path
-    concurrency: int
+    server_log_level: str | None = "warning"
 
 
 @dataclass
@@ -73,9 +78,9 @@ class Target:
     password: str = ""
     pg_database: str | None = None
     server_cpu: int | None = None
-    session: CookieJar = field(default_factory=CookieJar)
-    cache: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    session: CookieJar = field(default_factory=CookieJar)  # the setup's logged-in browser session
+    public_client_extra: dict[str, Any] = field(default_factory=dict)  # more DCR metadata, if needed
+    cache: dict[str, Any] = field(default_factory=dict)  # setup results shared by a target's scenarios
 
     def connection(self) -> HttpConnection:
         return HttpConnection(self.server.host, self.server.port)
@@ -84,15 +89,9 @@ class Target:
     def resource(self) -> str:
         return self.endpoints.default_resource
 
-    def server_pids(self) -> list[int]:
-        """PIDs whose CPU counts as the server's; pins the PostgreSQL backends to its core."""
-        pids = [self.server.pid]
-        if self.pg_database:
-            backends, warning = pin_database_backends(self.pg_database, self.server_cpu)
-            pids += backends
-            if warning and warning not in self.warnings:
-                self.warnings.append(warning)
-        return pids
+    def tracker(self) -> ServerTracker:
+        """Follows the server's processes (and its PostgreSQL backends) during a load run."""
+        return ServerTracker(self.server.pid, self.server_cpu, self.pg_database)
 
 
 @dataclass
@@ -100,7 +99,7 @@ class Scenario:
     key: str
     title: str
     make_workers: Callable[[Target, int], Awaitable[list[Worker]]]
-    unit: str = "grant"
+    unit: str = "grants"  # what one op is, plural: grants, flows, fetches, requests
 
 
 @dataclass
@@ -117,7 +116,7 @@ class Suite:
 # --------------------------------------------------------------------------------------------
 
 
-async def public_client(target: Target, extra: dict[str, Any] | None = None) -> str:
+async def public_client(target: Target) -> str:
     """Register (once per target) the public authorization-code client; returns its id."""
     if "public_client" not in target.cache:
         metadata = {
@@ -125,7 +124,7 @@ async def public_client(target: Target, extra: dict[str, Any] | None = None) -> 
             "redirect_uris": [REDIRECT_URI],
             "grant_types": ["authorization_code", "refresh_token"],
             "token_endpoint_auth_method": "none",
-            **(extra or {}),
+            **target.public_client_extra,
         }
         async with _setup_connection(target) as conn:
             info = await register_client(conn, target.endpoints.registration, metadata)
@@ -194,7 +193,7 @@ async def make_bare_post(target: Target, n: int) -> list[Worker]:
 
 async def make_refresh(target: Target, n: int) -> list[Worker]:
     """Refresh grant: each worker holds its own refresh token (one code flow each) and rotates it."""
-    client_id = await public_client(target, target.cache.get("public_client_extra"))
+    client_id = await public_client(target)
     flow = code_flow(target, client_id)
     await _login_once(target, flow)
     token_path = request_target(target.endpoints.token)
@@ -253,10 +252,15 @@ def make_authcode(keep_session: bool) -> Callable[[Target, int], Awaitable[list[
     """Full authorization-code flows; a fresh browser session per flow unless ``keep_session``."""
 
     async def make(target: Target, n: int) -> list[Worker]:
-        client_id = await public_client(target, target.cache.get("public_client_extra"))
+        client_id = await public_client(target)
         flow = code_flow(target, client_id)
         await _login_once(target, flow)  # checks the flow works (and gives consent) before the load
-        return [AuthCodeWorker(target.connection(), flow, keep_session) for _ in range(n)]
+        workers = [AuthCodeWorker(target.connection(), flow, keep_session) for _ in range(n)]
+        if keep_session:  # each worker logs its own session in now, so the window has no logins
+            async with asyncio.timeout(SETUP_TIMEOUT):
+                for worker in workers:
+                    await worker.op()
+        return workers
 
     return make
 
@@ -301,7 +305,7 @@ async def _running(server: ServerProcess, ready_path: str, timeout: float = 60.0
 async def launch_starlette(config: RunConfig) -> AsyncIterator[Target]:
     port = free_port()
     argv = _uvicorn_argv("apps.bare:app", port)
-    server = ServerProcess("starlette", argv, port, config.work_dir / "starlette.log", cpu=config.server_cpu)
+    server = ServerProcess("starlette", argv, port, config.work_dir / f"starlette-{port}.log", cpu=config.server_cpu)
     async with _running(server, "/health"):
         base = server.base_url
         endpoints = Endpoints(base, base + "/authorize", base + "/token", base + "/register", base + "/jwks")
@@ -316,7 +320,7 @@ async def launch_sdk(config: RunConfig) -> AsyncIterator[Target]:
         "sdk-reference",
         _uvicorn_argv("apps.sdk_reference:app", port),
         port,
-        config.work_dir / "sdk.log",
+        config.work_dir / f"sdk-{port}.log",
         env=env,
         cpu=config.server_cpu,
     )
@@ -326,31 +330,39 @@ async def launch_sdk(config: RunConfig) -> AsyncIterator[Target]:
             endpoints = await discover(conn, server.base_url)
         finally:
             conn.close()
-        target = Target(server, "memory", endpoints, server_cpu=config.server_cpu)
         # The SDK only lets a client ask for scopes it registered with.
-        target.cache["public_client_extra"] = {"scope": SCOPE}
-        yield target
+        extra = {"scope": SCOPE}
+        yield Target(server, "memory", endpoints, server_cpu=config.server_cpu, public_client_extra=extra)
 
 
-def check_gatehouse_cli(gatehouse: Path) -> None:
-    """Raise :class:`Skip` unless ``gatehouse serve`` is installed and answers ``--help``."""
+@functools.cache
+def check_gatehouse_cli(gatehouse: Path) -> str:
+    """Raise :class:`Skip` unless ``gatehouse serve`` is installed and answers ``--help``;
+    return the help text (to see which options this version has)."""
     if not gatehouse.exists():
         raise Skip(f"gatehouse CLI not found at {gatehouse}")
     try:
         proc = subprocess.run(
-            [str(gatehouse), "serve", "--help"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+            [str(gatehouse), "serve", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise Skip(f"gatehouse CLI does not run: {exc}") from exc
     if proc.returncode != 0:
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise Skip(f"`gatehouse serve --help` failed (exit {proc.returncode}): {last[0]}")
+    return proc.stdout
 
 
 def _add_user(gatehouse: Path, data_dir: Path, env: dict[str, str], username: str, password: str) -> None:
     proc = subprocess.run(
         [str(gatehouse), "users", "add", username, "--password-stdin", "--data-dir", str(data_dir)],
         input=password + "\n",
+        check=False,
         capture_output=True,
         text=True,
         env=env,
@@ -358,7 +370,7 @@ def _add_user(gatehouse: Path, data_dir: Path, env: dict[str, str], username: st
     )
     if proc.returncode != 0:
         output = (proc.stderr or proc.stdout).strip()[-500:]
-        raise FlowError(f"`gatehouse users add` failed (exit {proc.returncode}): {output}")
+        raise SetupError(f"`gatehouse users add` failed (exit {proc.returncode}): {output}")
 
 
 def launch_gatehouse(store: str) -> Callable[[RunConfig], contextlib.AbstractAsyncContextManager[Target]]:
@@ -366,7 +378,7 @@ def launch_gatehouse(store: str) -> Callable[[RunConfig], contextlib.AbstractAsy
 
     @contextlib.asynccontextmanager
     async def launch(config: RunConfig) -> AsyncIterator[Target]:
-        check_gatehouse_cli(config.gatehouse)
+        help_text = check_gatehouse_cli(config.gatehouse)
         async with _store_env(store) as (env, pg_database):
             data_dir = Path(tempfile.mkdtemp(prefix=f"gatehouse-{store}-", dir=config.work_dir))
             port = free_port()
@@ -374,7 +386,9 @@ def launch_gatehouse(store: str) -> Callable[[RunConfig], contextlib.AbstractAsy
                 str(config.gatehouse), "serve",
                 "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
             ]  # fmt: skip
-            log = config.work_dir / f"gatehouse-{store}.log"
+            if config.server_log_level and "--log-level" in help_text:
+                argv += ["--log-level", config.server_log_level]
+            log = config.work_dir / f"gatehouse-{store}-{port}.log"
             server = ServerProcess(f"gatehouse ({store})", argv, port, log, env=env, cpu=config.server_cpu)
             async with _running(server, METADATA_PATH):
                 username, password = "bench", secrets.token_urlsafe(18)
@@ -399,7 +413,7 @@ async def _store_env(store: str) -> AsyncIterator[tuple[dict[str, str], str | No
     with contextlib.ExitStack() as stack:
         try:
             name = stack.enter_context(fresh_postgres_database())
-        except Exception as exc:  # noqa: BLE001 - psycopg missing or server down: skip, say why
+        except Exception as exc:
             raise Skip(f"PostgreSQL on 127.0.0.1:5432 unavailable: {exc}") from exc
         env["GATEHOUSE_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
         yield env, name
@@ -414,18 +428,22 @@ def gatehouse_scenarios() -> list[Scenario]:
     return [
         Scenario("refresh", "refresh grant", make_refresh),
         Scenario("client-credentials", "client credentials", make_client_credentials),
-        Scenario("authcode", "auth-code flow (login each)", make_authcode(keep_session=False), unit="flow"),
-        Scenario("authcode-session", "auth-code flow (session)", make_authcode(keep_session=True), unit="flow"),
-        Scenario("jwks", "JWKS fetch", make_jwks, unit="fetch"),
+        Scenario("authcode", "auth-code flow (login each)", make_authcode(keep_session=False), unit="flows"),
+        Scenario("authcode-session", "auth-code flow (session)", make_authcode(keep_session=True), unit="flows"),
+        Scenario("jwks", "JWKS fetch", make_jwks, unit="fetches"),
     ]
 
 
 def all_suites() -> list[Suite]:
+    bare = Scenario("bare", "POST /echo", make_bare_post, unit="requests")
+    sdk_refresh = Scenario("refresh", "refresh grant", make_refresh)
     return [
-        Suite("starlette", "A starlette", "-", launch_starlette, [Scenario("bare", "POST /echo", make_bare_post, "request")]),
-        Suite("sdk", "B MCP SDK (ref.)", "memory", launch_sdk, [Scenario("refresh", "refresh grant", make_refresh)]),
+        Suite("starlette", "A starlette", "-", launch_starlette, [bare]),
+        Suite("sdk", "B MCP SDK (ref.)", "memory", launch_sdk, [sdk_refresh]),
         Suite("gatehouse-sqlite", "C gatehouse", "sqlite", launch_gatehouse("sqlite"), gatehouse_scenarios()),
-        Suite("gatehouse-postgresql", "C gatehouse", "postgresql", launch_gatehouse("postgresql"), gatehouse_scenarios()),
+        Suite(
+            "gatehouse-postgresql", "C gatehouse", "postgresql", launch_gatehouse("postgresql"), gatehouse_scenarios()
+        ),
     ]
 
 
@@ -441,6 +459,7 @@ def default_gatehouse_cli() -> Path:
 __all__ = [
     "RunConfig",
     "Scenario",
+    "SetupError",
     "Skip",
     "Suite",
     "Target",

@@ -13,9 +13,6 @@ import os
 import secrets
 import time
 
-from pydantic import AnyHttpUrl
-from starlette.applications import Starlette
-
 from mcp.server.auth.provider import (
     AccessToken,
     AuthorizationCode,
@@ -26,6 +23,8 @@ from mcp.server.auth.provider import (
 from mcp.server.auth.routes import create_auth_routes
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from pydantic import AnyHttpUrl
+from starlette.applications import Starlette
 
 ACCESS_TOKEN_TTL = 3600
 REFRESH_TOKEN_TTL = 30 * 24 * 3600

@@ -30,6 +30,8 @@ CLIENT_DELETED = "client.deleted"
 LOGIN_SUCCEEDED = "login.succeeded"
 LOGIN_FAILED = "login.failed"
 
+CLIENT_ID_COLUMN_LENGTH = AuditEvent.__table__.c.client_id.type.length
+
 
 def record(
     session: Session,
@@ -41,6 +43,9 @@ def record(
     remote_addr: str | None = None,
     **details,
 ) -> None:
+    if client_id is not None and len(client_id) > CLIENT_ID_COLUMN_LENGTH:
+        # an unknown client_id is whatever the request sent: never let its length fail the answer
+        client_id = client_id[: CLIENT_ID_COLUMN_LENGTH - 3] + "..."
     session.add(
         AuditEvent(
             at=utcnow(),

@@ -37,6 +37,20 @@ from gatehouse.authserver.pages import PAGE_HEADERS, error_page, render
 from gatehouse.store.models import Consent, User
 from gatehouse.timeutil import utcnow
 
+class LoginRequired(OAuth2Error):
+    """OIDC Core section 3.1.2.6, for ``prompt=none`` without a signed-in user."""
+
+    error = "login_required"
+    description = "the user is not signed in"
+
+
+class ConsentRequired(OAuth2Error):
+    """OIDC Core section 3.1.2.6, for ``prompt=none`` when the user has not approved the client."""
+
+    error = "consent_required"
+    description = "the user has not approved this app"
+
+
 KIND_NOTES = {
     KIND_STATIC: "Registered by the administrator of this server.",
     KIND_DYNAMIC: "This app registered itself automatically; its name is not verified.",
@@ -79,7 +93,7 @@ class AuthorizeHandler:
             prompt = set((oauth_request.payload.data.get("prompt") or "").split())
             if user is None:
                 if "none" in prompt:
-                    return self._error_redirect(grant.redirect_uri, oauth_request, "login_required", "the user is not signed in")
+                    return self._request_error(db, LoginRequired(redirect_uri=grant.redirect_uri), None, oauth_request)
                 return self._to_login(prepared)
 
             oauth_request.auth_time = datetime.fromtimestamp(browser.auth_time, UTC).replace(tzinfo=None)
@@ -91,7 +105,7 @@ class AuthorizeHandler:
                 response = self.server.create_authorization_response(oauth_request, grant_user=user, grant=grant)
                 return self._to_client(response, status=302)
             if "none" in prompt:
-                return self._error_redirect(grant.redirect_uri, oauth_request, "consent_required", "the user has not approved this app")
+                return self._request_error(db, ConsentRequired(redirect_uri=grant.redirect_uri), user, oauth_request)
             return self._consent_page(grant, oauth_request, user, browser, prepared)
 
     # -- pages and answers --
@@ -196,13 +210,6 @@ class AuthorizeHandler:
             message = error.description or error.error
             advice = None
         return error_page("This sign-in link cannot be used", message, advice=advice, error_code=error.error, base_path=self.base_path)
-
-    def _error_redirect(self, redirect_uri, oauth_request, error: str, description: str) -> Response:
-        params = [("error", error), ("error_description", description)]
-        if oauth_request.payload.state:
-            params.append(("state", oauth_request.payload.state))
-        params.append(("iss", self.ctx.issuer))
-        return RedirectResponse(add_params_to_uri(redirect_uri, params), status_code=302, headers=PAGE_HEADERS)
 
     def _to_client(self, response: AuthlibResponse, status: int) -> Response:
         location = add_params_to_uri(response.location, [("iss", self.ctx.issuer)])

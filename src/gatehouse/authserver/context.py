@@ -110,7 +110,7 @@ def build_context(settings: Settings, *, migrate: bool = True) -> AuthServerCont
     secret = load_or_create_secret_key(settings.secret_key, settings.data_dir)
     with store_db.transaction(sessions) as session:
         ensure_signing_key(session, secret)
-    keyring = KeyRing(sessions, secret)
+    keyring = KeyRing(store_db.read_only_session_factory(engine), secret)
     keyring.reload()
     resources = ResourceRegistry(settings.effective_resources(), settings.access_token_ttl)
     return AuthServerContext(

@@ -148,6 +148,10 @@ class AuthlibResponse:
         return None
 
 
+#: The store's client_id columns hold 255 characters; a longer metadata-document URL is refused.
+MAX_CLIENT_ID_LENGTH = 255
+
+
 class GatehouseAuthorizationServer(AuthorizationServer):
     def __init__(self, ctx):
         super().__init__(scopes_supported=None)
@@ -165,7 +169,7 @@ class GatehouseAuthorizationServer(AuthorizationServer):
     # -- Authlib hooks --
     def query_client(self, client_id):
         db = self.ctx.current_session()
-        if not isinstance(client_id, str) or not client_id or len(client_id) > 2048:
+        if not isinstance(client_id, str) or not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH:
             return None
         if self.ctx.cimd.is_metadata_url(client_id):
             try:

@@ -14,6 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
+#: Execution option for sessions that only read: on SQLite they take no write lock, so a
+#: reader opened while the same thread holds a write transaction cannot deadlock on it.
+READ_ONLY = "gatehouse_read_only"
+
 
 class StoreUnavailable(RuntimeError):
     """The database could not be opened or reached."""
@@ -32,8 +36,8 @@ def create_store_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
-            pool_size=8,
-            max_overflow=8,
+            pool_size=20,
+            max_overflow=20,
         )
 
         @event.listens_for(engine, "connect")
@@ -46,15 +50,21 @@ def create_store_engine(url: str) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        def _sqlite_begin(connection):
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # as many connections as Starlette's thread pool has threads, so no request waits for one
+    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def read_only_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager
