@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from gatehouse.store.models import AuditEvent
@@ -33,6 +34,9 @@ LOGIN_FAILED = "login.failed"
 CLIENT_ID_COLUMN_LENGTH = AuditEvent.__table__.c.client_id.type.length
 
 
+_INSERT_EVENT = insert(AuditEvent.__table__)
+
+
 def record(
     session: Session,
     event: str,
@@ -46,16 +50,17 @@ def record(
     if client_id is not None and len(client_id) > CLIENT_ID_COLUMN_LENGTH:
         # an unknown client_id is whatever the request sent: never let its length fail the answer
         client_id = client_id[: CLIENT_ID_COLUMN_LENGTH - 3] + "..."
-    session.add(
-        AuditEvent(
-            at=utcnow(),
-            event=event,
-            client_id=client_id,
-            user_id=user_id,
-            grant_id=grant_id,
-            remote_addr=remote_addr,
-            details=details,
-        )
+    session.connection().execute(
+        _INSERT_EVENT,
+        {
+            "at": utcnow(),
+            "event": event,
+            "client_id": client_id,
+            "user_id": user_id,
+            "grant_id": grant_id,
+            "remote_addr": remote_addr,
+            "details": details,
+        },
     )
     log.info(
         json.dumps(

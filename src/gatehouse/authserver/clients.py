@@ -3,6 +3,7 @@ registration (static AS-7, dynamic RFC 7591 / AS-6, metadata documents AS-5), an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ from authlib.oauth2.rfc7591.errors import (
     InvalidRedirectURIError,
 )
 from joserfc.errors import InvalidClaimError, JoseError
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from gatehouse.authserver.redirects import redirect_uri_matches, redirect_uri_problem
@@ -186,20 +187,24 @@ def validate_metadata(data: dict[str, Any]) -> dict[str, Any]:
     return claims.get_registered_claims()
 
 
-def client_from_row(row: Client) -> OAuthClient:
+def client_from_row(values: Mapping[str, Any]) -> OAuthClient:
+    """From a row of the ``clients`` table (column names as keys)."""
     return OAuthClient(
-        client_id=row.client_id,
-        kind=row.kind,
-        metadata=row.client_metadata,
-        secret_hash=row.client_secret_hash,
-        secret_expires_at=row.client_secret_expires_at,
-        registration_token_hash=row.registration_token_hash,
-        issued_at=row.created_at,
+        client_id=values["client_id"],
+        kind=values["kind"],
+        metadata=values["metadata"],
+        secret_hash=values["client_secret_hash"],
+        secret_expires_at=values["client_secret_expires_at"],
+        registration_token_hash=values["registration_token_hash"],
+        issued_at=values["created_at"],
     )
 
 
+_SELECT_CLIENT = select(Client.__table__).where(Client.__table__.c.client_id == bindparam("client_id"))
+
+
 def load_stored_client(session: Session, client_id: str) -> OAuthClient | None:
-    row = session.get(Client, client_id)
+    row = session.connection().execute(_SELECT_CLIENT, {"client_id": client_id}).mappings().first()
     return client_from_row(row) if row else None
 
 
@@ -216,20 +221,20 @@ def store_client(
     now = utcnow()
     secret = new_token() if with_secret else None
     registration_token = new_token() if with_registration_token else None
-    row = Client(
-        client_id=client_id or new_token(16),
-        kind=kind,
-        client_secret_hash=token_hash(secret) if secret else None,
-        client_secret_expires_at=None,
-        registration_token_hash=token_hash(registration_token) if registration_token else None,
-        client_metadata=metadata,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return client_from_row(row), secret, registration_token
+    values = {
+        "client_id": client_id or new_token(16),
+        "kind": kind,
+        "client_secret_hash": token_hash(secret) if secret else None,
+        "client_secret_expires_at": None,
+        "registration_token_hash": token_hash(registration_token) if registration_token else None,
+        "metadata": metadata,
+        "created_at": now,
+        "updated_at": now,
+    }
+    session.connection().execute(insert(Client.__table__), values)
+    return client_from_row(values), secret, registration_token
 
 
 def list_stored_clients(session: Session) -> list[OAuthClient]:
-    return [client_from_row(row) for row in session.scalars(select(Client).order_by(Client.created_at))]
+    table = Client.__table__
+    return [client_from_row(row) for row in session.execute(select(table).order_by(table.c.created_at)).mappings()]

@@ -78,6 +78,10 @@ class AuthServerContext:
     def run_with_effects(self, work: Callable[[Session], object], effects_of: Callable[[object], list]) -> object:
         """Run ``work`` in a transaction; if its answer is an error, roll back and write
         the side effects the error queued (revocations, audit events) on their own."""
+        with store_db.writer_lock(self.engine):
+            return self._run_with_effects(work, effects_of)
+
+    def _run_with_effects(self, work, effects_of):
         session = self.sessions()
         token = _current_session.set(session)
         try:

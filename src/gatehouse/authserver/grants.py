@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from authlib.oauth2.rfc6749 import grants
@@ -18,7 +19,7 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidScopeError,
 )
 from authlib.oauth2.rfc7636 import CodeChallenge
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from gatehouse.authserver import audit
 from gatehouse.authserver.resources import TargetError
@@ -70,7 +71,7 @@ class _GatehouseGrant:
         client = self.request.client
         return self.ctx.tokens.issue(
             self.db,
-            grant_row,
+            grant_row.id,
             client_id=client.client_id,
             subject=subject_for(user, client.client_id),
             scope=scope,
@@ -203,11 +204,10 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token):
-        row = self.db.scalar(select(RefreshToken).where(RefreshToken.token_hash == token_hash(refresh_token)))
+        row = self.db.connection().execute(_SELECT_REFRESH_TOKEN, {"token_hash": token_hash(refresh_token)}).first()
         if row is None or row.client_id != self.request.client.client_id:
             raise InvalidGrantError("the refresh token is unknown or was issued to another client")
-        grant_row = self.db.get(Grant, row.grant_id)
-        if grant_row is None or grant_row.revoked_at is not None:
+        if row.revoked_at is not None:
             raise InvalidGrantError("the grant behind this refresh token was revoked; authorize again")
         if row.rotated_at is not None:
             self._on_error_revoke(row.grant_id)
@@ -215,9 +215,9 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
         if row.expires_at <= utcnow():
             raise InvalidGrantError("the refresh token has expired; authorize again")
         requested = _requested_resources(self.request)
-        if requested and requested != [grant_row.resource]:
-            raise TargetError(f"the grant is for {grant_row.resource}, not {requested[0]}")
-        self.request.gatehouse_grant = grant_row
+        if requested and requested != [row.resource]:
+            raise TargetError(f"the grant is for {row.resource}, not {requested[0]}")
+        self.request.gatehouse_grant = _GrantOfToken(row.grant_id, row.user_id, row.resource)
         return _RefreshTokenView(row)
 
     def authenticate_user(self, refresh_token):
@@ -258,10 +258,28 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
         self.request.error_effects.append(revoke)
 
 
+_tokens, _grants = RefreshToken.__table__, Grant.__table__
+_SELECT_REFRESH_TOKEN = (
+    select(
+        _tokens.c.id, _tokens.c.client_id, _tokens.c.scope, _tokens.c.expires_at, _tokens.c.rotated_at,
+        _grants.c.id.label("grant_id"), _grants.c.user_id, _grants.c.resource, _grants.c.revoked_at,
+    )
+    .join(_grants, _grants.c.id == _tokens.c.grant_id)
+    .where(_tokens.c.token_hash == bindparam("token_hash"))
+)
+
+
+@dataclass(frozen=True)
+class _GrantOfToken:
+    id: str
+    user_id: int | None
+    resource: str
+
+
 class _RefreshTokenView:
     """The TokenMixin face of a refresh-token row for Authlib."""
 
-    def __init__(self, row: RefreshToken):
+    def __init__(self, row):
         self.row = row
 
     def check_client(self, client):

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from gatehouse.authserver import audit
@@ -22,6 +22,20 @@ from gatehouse.authserver.resources import Resource
 from gatehouse.instance_secrets import new_token, token_hash
 from gatehouse.store.models import AccessToken, Grant, RefreshToken, Revocation, User
 from gatehouse.timeutil import epoch, utcnow
+
+
+# Statements of the token endpoint's hot path, built once (bench/authserver.py: building and
+# hashing a statement per call cost more than running it on SQLite).
+_INSERT_ACCESS_TOKEN = insert(AccessToken.__table__)
+_INSERT_REFRESH_TOKEN = insert(RefreshToken.__table__)
+_CLAIM_REFRESH_TOKEN = (
+    update(RefreshToken.__table__)
+    .where(RefreshToken.__table__.c.id == bindparam("row_id"), RefreshToken.__table__.c.rotated_at.is_(None))
+    .values(rotated_at=bindparam("now"))
+)
+_SELECT_ACTIVE_USER = select(User.__table__.c.id, User.__table__.c.username).where(
+    User.__table__.c.id == bindparam("user_id"), User.__table__.c.disabled.is_(False)
+)
 
 
 def new_grant(session: Session, *, client_id: str, user_id: int | None, grant_type: str, scope: str, resource: str) -> Grant:
@@ -89,7 +103,7 @@ class TokenIssuer:
     def issue(
         self,
         session: Session,
-        grant: Grant,
+        grant_id: str,
         *,
         client_id: str,
         subject: str,
@@ -98,7 +112,7 @@ class TokenIssuer:
         include_refresh_token: bool,
         refresh_scope: str | None = None,
     ) -> dict:
-        """Mint an access token (and a refresh token) for ``grant``; rows join the session's transaction.
+        """Mint an access token (and a refresh token) for grant ``grant_id``; rows join the session's transaction.
 
         ``refresh_scope``: the new refresh token's scope when it differs from the access token's
         (on refresh it stays that of the presented refresh token, RFC 6749 section 6)."""
@@ -118,19 +132,26 @@ class TokenIssuer:
         key = self.keyring.signing_key()
         header = {"alg": ALGORITHM, "typ": "at+jwt", "kid": key.kid}
         access_token = jwt.encode(header, claims, key.private, algorithms=[ALGORITHM])
-        session.add(AccessToken(jti=jti, grant_id=grant.id, client_id=client_id, expires_at=now + timedelta(seconds=ttl)))
+        # Core inserts: the token endpoint is the AS's hot path, and the ORM unit of work
+        # costs more than the SQL itself here (bench/authserver.py, refresh grant)
+        connection = session.connection()
+        connection.execute(
+            _INSERT_ACCESS_TOKEN,
+            {"jti": jti, "grant_id": grant_id, "client_id": client_id, "expires_at": now + timedelta(seconds=ttl)},
+        )
         token = {"access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope}
         if include_refresh_token:
             refresh = new_token()
-            session.add(
-                RefreshToken(
-                    token_hash=token_hash(refresh),
-                    grant_id=grant.id,
-                    client_id=client_id,
-                    scope=refresh_scope or scope,
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=self.refresh_token_ttl),
-                )
+            connection.execute(
+                _INSERT_REFRESH_TOKEN,
+                {
+                    "token_hash": token_hash(refresh),
+                    "grant_id": grant_id,
+                    "client_id": client_id,
+                    "scope": refresh_scope or scope,
+                    "created_at": now,
+                    "expires_at": now + timedelta(seconds=self.refresh_token_ttl),
+                },
             )
             token["refresh_token"] = refresh
         return token
@@ -163,22 +184,20 @@ class TokenIssuer:
         return VerifiedAccessToken(decoded.claims, record, revoked)
 
 
-def subject_for(user: User | None, client_id: str) -> str:
+def subject_for(user, client_id: str) -> str:
     """``sub`` of a token: the user's name, or the client itself for client credentials."""
     return user.username if user is not None else client_id
 
 
-def user_of(session: Session, user_id: int | None) -> User | None:
+def user_of(session: Session, user_id: int | None):
+    """The active user ``user_id`` (id and username), or None."""
     if user_id is None:
         return None
-    user = session.get(User, user_id)
-    return None if user is None or user.disabled else user
+    return session.connection().execute(_SELECT_ACTIVE_USER, {"user_id": user_id}).first()
 
 
 def claim_refresh_token(session: Session, row_id: int) -> bool:
     """Mark a refresh token used, atomically: True for exactly one of any concurrent callers (S-R4)."""
-    result = session.execute(
-        update(RefreshToken).where(RefreshToken.id == row_id, RefreshToken.rotated_at.is_(None)).values(rotated_at=utcnow())
-    )
+    result = session.connection().execute(_CLAIM_REFRESH_TOKEN, {"row_id": row_id, "now": utcnow()})
     return result.rowcount == 1
 
