@@ -77,7 +77,7 @@ class ThreadedServer:
 
     def __init__(self, app, sock: socket.socket):
         self.sock = sock
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="auto", access_log=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
 
     def __enter__(self):

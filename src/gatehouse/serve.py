@@ -1,11 +1,15 @@
-"""The embedded default: the authorization server in one process (``gatehouse serve``).
+"""The embedded default (``gatehouse serve``): the AS and the guarded demo MCP server in one process.
 
-The guarded demo MCP server joins it at ``/mcp`` with the guard (issue 3); until then the
-AS already declares ``<issuer>/mcp`` as a resource with ``notes:read`` and ``notes:write``.
+The AS answers at the issuer; the demo notes server answers at ``<issuer>/mcp`` behind the
+guard, which verifies tokens with the AS's own key ring (no HTTP round trip).
 """
 
 from __future__ import annotations
 
+import contextlib
+from urllib.parse import urlsplit
+
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -13,11 +17,54 @@ from starlette.routing import Route
 
 from gatehouse.authserver.app import create_authserver_app
 from gatehouse.authserver.context import AuthServerContext
+from gatehouse.demo.notes import NOTES_POLICY, create_notes_server
+from gatehouse.guard import Guard, JWTVerifier
+from gatehouse.guard.local import KeyRingSource
 
 
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+def demo_resource_uri(ctx: AuthServerContext) -> str:
+    return f"{ctx.issuer}/mcp"
+
+
 def create_embedded_app(ctx: AuthServerContext) -> Starlette:
-    return create_authserver_app(ctx, extra_routes=[Route("/healthz", healthz, methods=["GET"])])
+    resource_uri = demo_resource_uri(ctx)
+    resource = next((r for r in ctx.resources if r.uri == resource_uri), None)
+    notes = create_notes_server(ctx.sessions)
+    host = urlsplit(ctx.issuer).netloc
+    sdk_app = notes.streamable_http_app(
+        streamable_http_path="/mcp",
+        transport_security=TransportSecuritySettings(
+            allowed_hosts=[host, "127.0.0.1:*", "localhost:*", "[::1]:*"],
+            allowed_origins=[ctx.issuer, "http://127.0.0.1:*", "http://localhost:*"],
+        ),
+    )
+    guard = Guard(
+        resource=resource_uri,
+        authorization_servers=[ctx.issuer],
+        verifier=JWTVerifier(
+            issuers=[ctx.issuer], audience=resource_uri, keys=KeyRingSource(ctx.keyring), leeway=ctx.settings.clock_leeway
+        ),
+        policy=NOTES_POLICY,
+        scopes_supported=list(resource.scopes) if resource else None,
+        resource_name=resource.name if resource else "Gatehouse notes",
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with notes.session_manager.run():
+            yield
+
+    guarded = guard.protect(sdk_app)
+    app = create_authserver_app(
+        ctx,
+        extra_routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            *[Route(path, guarded) for path in [*guard.metadata_paths, "/mcp"]],
+        ],
+        lifespan=lifespan,
+    )
+    return app

@@ -191,7 +191,7 @@ def authserver_routes(ctx: AuthServerContext) -> tuple[list[BaseRoute], "AuthSer
     ], endpoints
 
 
-def create_authserver_app(ctx: AuthServerContext, extra_routes: list[BaseRoute] | None = None) -> Starlette:
+def create_authserver_app(ctx: AuthServerContext, extra_routes: list[BaseRoute] | None = None, lifespan=None) -> Starlette:
     """The AS at the issuer's root (or under its path), plus any ``extra_routes`` at the host root."""
     routes, endpoints = authserver_routes(ctx)
     base_path = urlsplit(ctx.issuer).path.rstrip("/")
@@ -199,6 +199,6 @@ def create_authserver_app(ctx: AuthServerContext, extra_routes: list[BaseRoute] 
     well_known = [Route(p, endpoints.server_metadata, methods=["GET"]) for p in rfc8414_paths + oidc_paths]
     app_routes: list[BaseRoute] = [*well_known, *(extra_routes or [])]
     app_routes += [Mount(base_path, routes=routes)] if base_path else routes
-    app = Starlette(routes=app_routes, exception_handlers={Exception: _unexpected_error})
+    app = Starlette(routes=app_routes, exception_handlers={Exception: _unexpected_error}, lifespan=lifespan)
     app.state.ctx = ctx
     return app

@@ -92,6 +92,8 @@ class KeyRing:
         self._refresh_interval = refresh_interval
         self._keys: list[LoadedKey] = []
         self._loaded_at = 0.0
+        #: grows whenever the set of keys changes (lets verifiers drop cached results)
+        self.generation = 0
         self._lock = threading.Lock()
 
     def reload(self) -> None:
@@ -116,6 +118,8 @@ class KeyRing:
                     retire_after=row.retire_after,
                 )
             )
+        if [k.kid for k in keys] != [k.kid for k in self._keys]:
+            self.generation += 1
         self._keys = keys
         self._loaded_at = time.monotonic()
 

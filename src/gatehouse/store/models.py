@@ -190,3 +190,16 @@ class AuditEvent(Base):
     grant_id: Mapped[str | None] = mapped_column(String(36))
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]]
+
+
+class Note(Base):
+    """A note of the demo MCP server (``gatehouse serve`` at /mcp), owned by a token subject."""
+
+    __tablename__ = "demo_notes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

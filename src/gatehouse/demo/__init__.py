@@ -1,0 +1,1 @@
+"""The sample MCP server that ``gatehouse serve`` runs, guarded, at ``/mcp``."""

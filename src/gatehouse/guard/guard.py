@@ -1,0 +1,281 @@
+"""ASGI guard in front of an MCP server's Streamable HTTP app.
+
+- Protected Resource Metadata (RFC 9728) at the path-inserted and the root well-known URI
+  (RS-1, RS-2);
+- 401 with ``WWW-Authenticate: Bearer resource_metadata=…, scope=…`` without a valid token,
+  ``error="invalid_token"`` when one was sent (RS-3, RFC 6750 section 3);
+- 403 ``insufficient_scope`` naming every scope the request needs (RS-6);
+- 400 for a malformed request or a token outside the Authorization header (RS-5, RS-7);
+- ``tools/list`` answers list only the tools the token may call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gatehouse.guard import caller as caller_context
+from gatehouse.guard.policy import Policy
+from gatehouse.guard.verifier import JWTVerifier, TokenRejected
+
+PRM_PATH = "/.well-known/oauth-protected-resource"
+MAX_BODY = 4 * 1024 * 1024
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class Guard:
+    def __init__(
+        self,
+        *,
+        resource: str,
+        authorization_servers: Iterable[str],
+        verifier: JWTVerifier,
+        policy: Policy | None = None,
+        scopes_supported: Iterable[str] | None = None,
+        resource_name: str | None = None,
+    ):
+        self.resource = resource
+        self.authorization_servers = list(authorization_servers)
+        self.verifier = verifier
+        self.policy = policy or Policy()
+        self.scopes_supported = [s for s in (scopes_supported or self._policy_scopes()) if s != "offline_access"]
+        self.resource_name = resource_name
+        parts = urlsplit(resource)
+        self.resource_path = parts.path.rstrip("/")
+        origin = f"{parts.scheme}://{parts.netloc}"
+        self.metadata_paths = [PRM_PATH + self.resource_path, PRM_PATH] if self.resource_path else [PRM_PATH]
+        self.metadata_url = origin + self.metadata_paths[0]
+
+    def _policy_scopes(self) -> list[str]:
+        scopes = list(self.policy.default)
+        for group in (self.policy.tools, self.policy.methods):
+            for values in group.values():
+                scopes += values
+        return list(dict.fromkeys(scopes))
+
+    def metadata(self) -> dict:
+        """RFC 9728 section 2."""
+        document = {
+            "resource": self.resource,
+            "authorization_servers": self.authorization_servers,
+            "scopes_supported": self.scopes_supported,
+            "bearer_methods_supported": ["header"],
+        }
+        if self.resource_name:
+            document["resource_name"] = self.resource_name
+        return document
+
+    def protect(self, app: ASGIApp) -> ASGIApp:
+        """``app`` behind the guard, with the metadata routes in front of it."""
+        return GuardedApp(self, app)
+
+    def challenge(self, scopes: list[str], error: str | None = None, description: str | None = None) -> str:
+        parts = []
+        if error:
+            parts.append(f'error="{error}"')
+        if description:
+            parts.append(f'error_description="{_quote(description)}"')
+        parts.append(f'resource_metadata="{self.metadata_url}"')
+        if scopes:
+            parts.append(f'scope="{" ".join(scopes)}"')
+        return "Bearer " + ", ".join(parts)
+
+
+class GuardedApp:
+    def __init__(self, guard: Guard, app: ASGIApp):
+        self.guard = guard
+        self.app = app
+        self._metadata_body = json.dumps(guard.metadata()).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] in self.guard.metadata_paths:
+            await self._serve_metadata(scope, send)
+            return
+        await self._guard(scope, receive, send)
+
+    async def _serve_metadata(self, scope: Scope, send: Send) -> None:
+        if scope["method"] == "OPTIONS":
+            await _respond(send, 204, b"", [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"GET")])
+            return
+        await _respond(
+            send, 200, self._metadata_body,
+            [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*"), (b"cache-control", b"public, max-age=300")],
+        )
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send) -> None:
+        guard = self.guard
+        body = b""
+        if scope["method"] == "POST":
+            body, too_large = await _read_body(receive, MAX_BODY)
+            if too_large:
+                await _json_error(send, 413, "invalid_request", f"the request body is larger than {MAX_BODY} bytes")
+                return
+        try:
+            messages = _jsonrpc_messages(body) if body else []
+        except ValueError:
+            await _jsonrpc_parse_error(send)
+            return
+        required = list(dict.fromkeys(s for m in messages for s in guard.policy.required(m.get("method"), m.get("params"))))
+        if not messages:
+            required = list(guard.policy.default)
+
+        if b"access_token=" in scope.get("query_string", b""):
+            await _json_error(send, 400, "invalid_request", "send the access token in the Authorization header, not the URL (RFC 6750 section 2)",
+                              challenge=guard.challenge(required, "invalid_request"))
+            return
+        header = _authorization(scope)
+        if header is None:
+            await _json_error(send, 401, "invalid_token", "this MCP server needs an OAuth access token", challenge=guard.challenge(required))
+            return
+        kind, _, token = header.partition(" ")
+        token = token.strip()
+        if kind.lower() != "bearer" or not token or " " in token:
+            await _json_error(send, 400, "invalid_request", "the Authorization header must be 'Bearer <token>'",
+                              challenge=guard.challenge(required, "invalid_request"))
+            return
+        try:
+            caller = await guard.verifier.verify(token)
+        except TokenRejected as exc:
+            await _json_error(send, 401, "invalid_token", exc.description, challenge=guard.challenge(required, "invalid_token", exc.description))
+            return
+        missing = guard.policy.missing(caller.scopes, required)
+        if missing:
+            await _json_error(
+                send, 403, "insufficient_scope", f"this request needs the scope(s): {' '.join(required)}",
+                challenge=guard.challenge(required, "insufficient_scope"),
+            )
+            return
+
+        scope[caller_context.SCOPE_KEY] = caller
+        token_binding = caller_context.bind(caller)
+        try:
+            replay = _replay(body, receive) if scope["method"] == "POST" else receive
+            filters_tools = any(m.get("method") == "tools/list" for m in messages)
+            outgoing = _ToolListFilter(send, guard.policy, caller.scopes).send if filters_tools else send
+            await self.app(scope, replay, outgoing)
+        finally:
+            caller_context.unbind(token_binding)
+
+
+def _authorization(scope: Scope) -> str | None:
+    values = [v for k, v in scope["headers"] if k == b"authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        return "multiple"
+    return values[0].decode("latin-1")
+
+
+def _jsonrpc_messages(body: bytes) -> list[dict]:
+    data = json.loads(body)
+    items = data if isinstance(data, list) else [data]
+    if not items or not all(isinstance(item, dict) for item in items):
+        raise ValueError("not JSON-RPC")
+    return items
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    chunks = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return bytes(chunks), False
+        chunks.extend(message.get("body", b""))
+        if len(chunks) > limit:
+            return b"", True
+        if not message.get("more_body", False):
+            return bytes(chunks), False
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json_error(send: Send, status: int, error: str, description: str, challenge: str | None = None) -> None:
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    if challenge:
+        headers.append((b"www-authenticate", challenge.encode()))
+    await _respond(send, status, json.dumps({"error": error, "error_description": description}).encode(), headers)
+
+
+async def _jsonrpc_parse_error(send: Send) -> None:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error: the body is not a JSON-RPC message"}}
+    await _respond(send, 400, json.dumps(body).encode(), [(b"content-type", b"application/json")])
+
+
+class _ToolListFilter:
+    """Buffers a ``tools/list`` answer (JSON or a short SSE stream) and drops tools the caller may not call."""
+
+    def __init__(self, send: Send, policy: Policy, scopes: frozenset[str]):
+        self._send = send
+        self._policy = policy
+        self._scopes = scopes
+        self._start: Message | None = None
+        self._body = bytearray()
+
+    def _filter_message(self, message: object) -> object:
+        if isinstance(message, dict) and isinstance(message.get("result"), dict):
+            tools = message["result"].get("tools")
+            if isinstance(tools, list):
+                message["result"]["tools"] = [
+                    t for t in tools if not isinstance(t, dict) or self._policy.may_call(self._scopes, str(t.get("name")))
+                ]
+        return message
+
+    def _rewrite(self, body: bytes, content_type: str) -> bytes:
+        try:
+            if content_type.startswith("application/json"):
+                return json.dumps(self._filter_message(json.loads(body))).encode()
+            if content_type.startswith("text/event-stream"):
+                lines = []
+                for line in body.decode().split("\n"):
+                    if line.startswith("data:"):
+                        payload = line[5:].strip()
+                        try:
+                            line = "data: " + json.dumps(self._filter_message(json.loads(payload)))
+                        except ValueError:
+                            pass
+                    lines.append(line)
+                return "\n".join(lines).encode()
+        except (ValueError, UnicodeDecodeError):
+            return body
+        return body
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._start = message
+            return
+        if message["type"] != "http.response.body" or self._start is None:
+            await self._send(message)
+            return
+        self._body.extend(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        headers = [(k, v) for k, v in self._start.get("headers", []) if k.lower() != b"content-length"]
+        content_type = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-type"), "")
+        body = self._rewrite(bytes(self._body), content_type) if self._start["status"] == 200 else bytes(self._body)
+        await self._send({**self._start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await self._send({"type": "http.response.body", "body": body})

@@ -1,0 +1,97 @@
+"""Which scopes an MCP request needs (RS-6): per JSON-RPC method and per tool, with implication.
+
+A policy file (TOML)::
+
+    default = ["notes:read"]               # every request
+    implies = { "notes:write" = ["notes:read"] }
+
+    [tools]
+    add_note = ["notes:write"]
+    "*" = ["notes:read"]                    # any tool not named
+
+    [methods]
+    "resources/read" = ["notes:read"]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    tools: dict[str, list[str]] = field(default_factory=dict)
+    methods: dict[str, list[str]] = field(default_factory=dict)
+    default: list[str] = field(default_factory=list)
+    implies: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Policy:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise PolicyError(f"cannot read the policy file {path}: {exc}") from exc
+        unknown = set(data) - {"tools", "methods", "default", "implies"}
+        if unknown:
+            raise PolicyError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; use tools, methods, default, implies")
+        try:
+            return cls(
+                tools=_scope_map(data.get("tools", {}), "tools"),
+                methods=_scope_map(data.get("methods", {}), "methods"),
+                default=_scope_list(data.get("default", []), "default"),
+                implies=_scope_map(data.get("implies", {}), "implies"),
+            )
+        except PolicyError as exc:
+            raise PolicyError(f"{path}: {exc}") from None
+
+    def expand(self, granted: Iterable[str]) -> set[str]:
+        """The granted scopes with every scope they imply, transitively."""
+        result: set[str] = set()
+        pending = list(granted)
+        while pending:
+            scope = pending.pop()
+            if scope not in result:
+                result.add(scope)
+                pending.extend(self.implies.get(scope, []))
+        return result
+
+    def tool_scopes(self, tool: str | None) -> list[str]:
+        if tool is not None and tool in self.tools:
+            return self.tools[tool]
+        return self.tools.get("*", [])
+
+    def required(self, method: str | None, params: object = None) -> list[str]:
+        """Every scope one JSON-RPC request needs."""
+        needed = list(self.default)
+        if method:
+            needed += self.methods.get(method, [])
+        if method == "tools/call":
+            name = params.get("name") if isinstance(params, dict) else None
+            needed += self.tool_scopes(name if isinstance(name, str) else None)
+        return list(dict.fromkeys(needed))
+
+    def missing(self, granted: Iterable[str], required: Iterable[str]) -> list[str]:
+        have = self.expand(granted)
+        return [scope for scope in required if scope not in have]
+
+    def may_call(self, granted: Iterable[str], tool: str) -> bool:
+        return not self.missing(granted, [*self.default, *self.tool_scopes(tool)])
+
+
+def _scope_list(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(s, str) and s and " " not in s for s in value):
+        raise PolicyError(f"{where} must be a list of scope names without spaces")
+    return list(value)
+
+
+def _scope_map(value: object, where: str) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
+        raise PolicyError(f"[{where}] must be a table of name = [scopes]")
+    return {str(k): _scope_list(v, f"{where}.{k}") for k, v in value.items()}
