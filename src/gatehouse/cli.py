@@ -111,6 +111,60 @@ def serve(
         fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}", "choose another --port or stop what uses it")
 
 
+@app.command()
+def gateway(
+    upstream: Annotated[str, typer.Option(help="URL of the MCP server to protect, e.g. http://127.0.0.1:9000/mcp.")],
+    issuer: Annotated[str, typer.Option(help="Issuer of the authorization server whose tokens are accepted.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    path: Annotated[str, typer.Option(help="Path of the guarded MCP endpoint.")] = "/mcp",
+    resource: Annotated[Optional[str], typer.Option(help="Public URL of the guarded endpoint (default http://HOST:PORT/PATH).")] = None,
+    jwks_uri: Annotated[Optional[str], typer.Option(help="The AS's JWKS (default: from its metadata).")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="Policy file (TOML): scopes per tool and method.")] = None,
+    upstream_header: Annotated[list[str], typer.Option(help="'Name: value' sent to the upstream (repeatable).")] = [],
+    identity_header: Annotated[Optional[str], typer.Option(help="Header that carries the caller's subject to the upstream.")] = None,
+    algorithm: Annotated[list[str], typer.Option(help="Accepted signing algorithm (repeatable).")] = ["ES256"],
+) -> None:
+    """Put OAuth in front of any Streamable HTTP MCP server."""
+    import uvicorn
+
+    from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier, Policy
+    from gatehouse.guard.gateway import HTTPUpstream, create_gateway_app, discover_jwks_uri
+    from gatehouse.guard.policy import PolicyError
+
+    issuer = issuer.rstrip("/")
+    resource = resource or f"http://{host}:{port}{path}"
+    headers = []
+    for item in upstream_header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            fail(f"--upstream-header {item!r} is not 'Name: value'")
+        headers.append((name.strip(), value.strip()))
+    try:
+        rules = Policy.from_toml(policy) if policy else Policy()
+    except PolicyError as exc:
+        fail(str(exc))
+    try:
+        keys_at = jwks_uri or discover_jwks_uri(issuer)
+    except LookupError as exc:
+        fail(str(exc), "check --issuer, or give --jwks-uri")
+    try:
+        proxy = HTTPUpstream(upstream, upstream_headers=headers, identity_header=identity_header)
+    except ValueError as exc:
+        fail(str(exc))
+    guard = Guard(
+        resource=resource,
+        authorization_servers=[issuer],
+        verifier=JWTVerifier(issuers=[issuer], audience=resource, keys=JWKSKeySource(keys_at), algorithms=algorithm),
+        policy=rules,
+    )
+    out.print(f"Gatehouse gateway: [bold]{resource}[/] → {upstream}  (tokens from {issuer})", highlight=False)
+    try:
+        uvicorn.run(create_gateway_app(guard, proxy, path), host=host, port=port, log_level="info")
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}", "choose another --port or stop what uses it")
+
+
 @users_app.command("add")
 def users_add(
     name: str,

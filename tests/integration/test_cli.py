@@ -126,3 +126,17 @@ def test_serve_first_start_account_message(tmp_path, demo_user):
         assert "password" not in stop(again)
     else:
         assert "No accounts yet" in output and "gatehouse users add" in output
+
+
+def test_gateway_explains_an_unreachable_issuer(tmp_path):
+    result = run("gateway", "--upstream", "http://127.0.0.1:9/mcp", "--issuer", "http://127.0.0.1:9")
+    assert result.returncode == 1 and "cannot find the authorization server's keys" in result.stderr
+    assert_no_traceback(result)
+
+
+def test_gateway_explains_a_bad_policy_file(tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[tools]\nshout = "tools:write"\n')
+    result = run("gateway", "--upstream", "http://127.0.0.1:9/mcp", "--issuer", "http://127.0.0.1:9", "--policy", str(policy))
+    assert result.returncode == 1 and "tools.shout must be a list" in result.stderr
+    assert_no_traceback(result)

@@ -1,0 +1,123 @@
+"""``gatehouse gateway`` in front of an unguarded Streamable HTTP MCP server (issue 3, RS-8)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import httpx2
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from gatehouse.config import ResourceConfig
+from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier, Policy
+from gatehouse.guard.gateway import HTTPUpstream, create_gateway_app
+from tests.conftest import ThreadedServer, free_socket
+
+IDENTITY_HEADER = "X-Gatehouse-Subject"
+
+
+@pytest.fixture
+def gateway_socket():
+    sock = free_socket()
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def gateway_uri(gateway_socket):
+    return f"http://127.0.0.1:{gateway_socket.getsockname()[1]}/mcp"
+
+
+@pytest.fixture
+def as_overrides(gateway_uri):
+    return {"resources": [ResourceConfig(uri=gateway_uri, name="Upstream tools", scopes=["tools:read", "tools:write"])]}
+
+
+def upstream_app():
+    mcp = MCPServer(name="plain-upstream")
+    seen: list[dict] = []
+
+    @mcp.tool()
+    async def whoami(ctx: Context) -> dict:
+        """What the upstream received."""
+        headers = dict(ctx.request_context.request.headers)
+        seen.append(headers)
+        return {"authorization": headers.get("authorization"), "subject": headers.get(IDENTITY_HEADER.lower())}
+
+    @mcp.tool()
+    async def shout(text: str) -> str:
+        """Upper-case the text."""
+        return text.upper()
+
+    sdk = mcp.streamable_http_app(transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with mcp.session_manager.run():
+            yield
+
+    return Starlette(routes=[Route("/mcp", sdk)], lifespan=lifespan)
+
+
+@contextlib.contextmanager
+def running_gateway(live_as, gateway_socket, gateway_uri, upstream_url):
+    guard = Guard(
+        resource=gateway_uri,
+        authorization_servers=[live_as.base_url],
+        verifier=JWTVerifier(issuers=[live_as.base_url], audience=gateway_uri, keys=JWKSKeySource(f"{live_as.base_url}/jwks")),
+        policy=Policy(tools={"shout": ["tools:write"], "*": ["tools:read"]}),
+    )
+    proxy = HTTPUpstream(upstream_url, identity_header=IDENTITY_HEADER, connect_timeout=2)
+    with ThreadedServer(create_gateway_app(guard, proxy, "/mcp"), gateway_socket):
+        yield
+
+
+def machine_token(live_as, gateway_uri, scope: str) -> tuple[str, str]:
+    client = live_as.register(grant_types=["client_credentials"], token_endpoint_auth_method="client_secret_basic",
+                              redirect_uris=None, scope=scope)
+    token = live_as.post_token({"grant_type": "client_credentials", "resource": gateway_uri, "scope": scope},
+                               auth=(client["client_id"], client["client_secret"]))
+    assert token.status_code == 200, token.text
+    return token.json()["access_token"], client["client_id"]
+
+
+async def test_gateway_proxies_sessions_and_strips_the_token(live_as, loopback_server, gateway_socket, gateway_uri):
+    token, client_id = machine_token(live_as, gateway_uri, "tools:read")
+    with loopback_server(upstream_app()) as upstream, running_gateway(live_as, gateway_socket, gateway_uri, f"{upstream}/mcp"):
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}", IDENTITY_HEADER: "forged"}, timeout=30) as http:
+            async with streamable_http_client(gateway_uri, http_client=http) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    tools = {t.name for t in (await session.list_tools()).tools}
+                    result = await session.call_tool("whoami", {})
+    assert tools == {"whoami"}, "tools/list hides the tool this token may not call"
+    seen = json.loads(result.content[0].text)
+    assert seen.get("authorization") is None, "the client's token never reaches the upstream (RS-8)"
+    assert seen.get("subject") == client_id, "the caller's identity replaces any forged header"
+
+
+def test_gateway_challenges_without_token(live_as, loopback_server, gateway_socket, gateway_uri):
+    with loopback_server(upstream_app()) as upstream, running_gateway(live_as, gateway_socket, gateway_uri, f"{upstream}/mcp"):
+        response = httpx2.post(gateway_uri, json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "shout"}})
+        metadata = httpx2.get(gateway_uri.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")).json()
+    assert response.status_code == 401
+    assert 'scope="tools:write"' in response.headers["www-authenticate"]
+    assert metadata["resource"] == gateway_uri and metadata["authorization_servers"] == [live_as.base_url]
+
+
+def test_gateway_reports_an_upstream_that_is_down(live_as, gateway_socket, gateway_uri):
+    token, _ = machine_token(live_as, gateway_uri, "tools:read")
+    dead = free_socket()
+    dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}/mcp"
+    dead.close()
+    with running_gateway(live_as, gateway_socket, gateway_uri, dead_url):
+        response = httpx2.post(gateway_uri, headers={"Authorization": f"Bearer {token}"},
+                               json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert response.status_code == 502
+    assert "cannot be reached" in response.json()["error"]["message"]
