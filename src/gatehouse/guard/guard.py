@@ -156,6 +156,8 @@ class GuardedApp:
             return
 
         scope[caller_context.SCOPE_KEY] = caller
+        # handlers learn who calls from the Caller, never the token itself (no passthrough, RS-8)
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
         token_binding = caller_context.bind(caller)
         try:
             replay = _replay(body, receive) if scope["method"] == "POST" else receive

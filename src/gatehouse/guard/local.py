@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from anyio import to_thread
+
 from gatehouse.authserver.keys import KeyRing
 
 
@@ -16,4 +18,5 @@ class KeyRingSource:
         return self._keyring.generation
 
     async def key(self, kid: str):
-        return self._keyring.public_key(kid)
+        # the key ring may reload from the store: keep that off the event loop
+        return await to_thread.run_sync(self._keyring.public_key, kid)

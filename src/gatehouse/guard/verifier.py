@@ -165,6 +165,8 @@ class JWTVerifier:
 
 def _claim_problem(exc: JoseError, claims: dict, audience: str) -> str:
     claim = getattr(exc, "claim", None) or ""
+    if exc.error == "missing_claim":
+        return f"the token lacks the required {claim!r} claim"
     if exc.error == "expired_token" or claim == "exp":
         return "the token has expired"
     if claim == "nbf" or exc.error == "invalid_token" and "nbf" in str(exc):
