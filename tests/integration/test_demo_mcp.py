@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import httpx2
 import pytest
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
 from tests.support.browser import Browser, authorize, pkce_pair
+from tests.support.mcp import with_session
 
 REDIRECT = "http://127.0.0.1:9/callback"
 
@@ -24,11 +23,7 @@ def access_token(live_as, scope: str, username: str = "alice") -> str:
 
 
 async def call(live_as, token: str, action):
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-        async with streamable_http_client(live_as.resource, http_client=http) as (read, write):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                return await action(session)
+    return await with_session(live_as.resource, token, action)
 
 
 async def test_sdk_client_lists_and_calls_tools(live_as):

@@ -12,7 +12,13 @@ import httpx2
 import pytest
 from sqlalchemy import func, select
 
-from gatehouse.store.models import AccessToken, AuditEvent, Grant, RefreshToken, Revocation
+from gatehouse.store.models import (
+    AccessToken,
+    AuditEvent,
+    Grant,
+    RefreshToken,
+    Revocation,
+)
 from tests.support.browser import Browser, authorize, pkce_pair
 
 REDIRECT = "http://127.0.0.1:9/callback"

@@ -49,6 +49,7 @@ from gatehouse.guard.guard import GuardedApp
 from gatehouse.serve import create_embedded_app
 from tests.conftest import LiveAS, ThreadedServer, free_socket, make_settings
 from tests.support.browser import Browser, authorize, pkce_pair
+from tests.support.mcp import with_session
 
 REDIRECT = "http://127.0.0.1:9/callback"
 SCOPES = ["notes:read", "notes:write"]
@@ -279,7 +280,7 @@ def assert_accepted(dep: Deployment, token: str) -> None:
 # --- S-RS1 -----------------------------------------------------------------------------------
 
 
-def test_s_rs1_no_token_gets_401_with_resource_metadata(env, dep):
+def test_S_RS1_no_token_gets_401_with_resource_metadata(env, dep):
     response = call_tool(dep, dep.read_tool)
     challenge = assert_rejected(dep, response, 401, None, "notes:read")
     assert response.json()["error"] == "invalid_token"
@@ -297,7 +298,7 @@ def test_s_rs1_no_token_gets_401_with_resource_metadata(env, dep):
     assert dep.upstream.calls == 0
 
 
-def test_s_rs1_sdk_client_without_token_is_refused(env, dep):
+def test_S_RS1_sdk_client_without_token_is_refused(env, dep):
     async def attempt():
         async with (
             httpx2.AsyncClient(timeout=30) as http,
@@ -323,7 +324,7 @@ async def _with_timeout(coro):
 # --- S-RS2 -----------------------------------------------------------------------------------
 
 
-def test_s_rs2_token_for_another_resource_is_rejected(env, dep):
+def test_S_RS2_token_for_another_resource_is_rejected(env, dep):
     other = next(d for d in env.deployments.values() if d is not dep)
     token = issue(env, "notes:read notes:write", other.resource)
     assert_accepted(other, token)  # a good token, just not for this server
@@ -337,7 +338,7 @@ def test_s_rs2_token_for_another_resource_is_rejected(env, dep):
 
 
 @pytest.mark.parametrize("case", ["expired", "not_yet_valid"])
-def test_s_rs3_expired_or_not_yet_valid_is_rejected(env, dep, case):
+def test_S_RS3_expired_or_not_yet_valid_is_rejected(env, dep, case):
     now = int(time.time())
     assert_accepted(dep, forge(env, dep, exp=now + 300, nbf=now))  # control
     before = dep.upstream.calls
@@ -379,7 +380,7 @@ ATTACKS = {
 
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_s_rs4_jwt_attacks_are_rejected(env, dep, attack):
+def test_S_RS4_jwt_attacks_are_rejected(env, dep, attack):
     assert_accepted(dep, forge(env, dep))  # control: the same builder, nothing wrong
     before = dep.upstream.calls
     response = call_tool(dep, dep.read_tool, ATTACKS[attack](env, dep))
@@ -387,14 +388,14 @@ def test_s_rs4_jwt_attacks_are_rejected(env, dep, attack):
     assert dep.upstream.calls == before
 
 
-def test_s_rs4_id_token_shaped_token_is_rejected(env, dep):
+def test_S_RS4_id_token_shaped_token_is_rejected(env, dep):
     """An OIDC ID token (typ JWT, aud = a client id) never passes as an access token."""
     token = forge(env, dep, header={"typ": "JWT"}, aud="some-client-id", nonce="n")
     assert_rejected(dep, call_tool(dep, dep.read_tool, token), 401, "invalid_token", "notes:read")
     assert dep.upstream.calls == 0
 
 
-def test_s_rs4_unknown_kid_refetches_jwks_once(env):
+def test_S_RS4_unknown_kid_refetches_jwks_once(env):
     dep = env.deployments["standalone"]
     assert_accepted(dep, forge(env, dep))  # loads the JWKS
     fetched = env.jwks_requests.calls
@@ -410,7 +411,7 @@ def test_s_rs4_unknown_kid_refetches_jwks_once(env):
 
 
 @pytest.mark.parametrize("where", ["query", "query_and_header", "form_body"])
-def test_s_rs5_token_in_query_string_is_not_accepted(env, dep, where):
+def test_S_RS5_token_in_query_string_is_not_accepted(env, dep, where):
     token = issue(env, "notes:read notes:write", dep.resource)
     assert_accepted(dep, token)
     before = dep.upstream.calls
@@ -432,7 +433,7 @@ def test_s_rs5_token_in_query_string_is_not_accepted(env, dep, where):
 # --- S-RS6 -----------------------------------------------------------------------------------
 
 
-def test_s_rs6_missing_scope_gets_403_with_full_challenge(env, dep):
+def test_S_RS6_missing_scope_gets_403_with_full_challenge(env, dep):
     token = issue(env, "notes:read", dep.resource)
     read = call_tool(dep, dep.read_tool, token)
     assert read.status_code != 403  # the read tool is allowed (the SDK may want a session: 400)
@@ -443,7 +444,7 @@ def test_s_rs6_missing_scope_gets_403_with_full_challenge(env, dep):
     assert dep.upstream.calls == before
 
 
-def test_s_rs6_batch_names_every_scope(env, dep):
+def test_S_RS6_batch_names_every_scope(env, dep):
     token = issue(env, "notes:read", dep.resource)
     batch = [rpc("tools/call", {"name": dep.read_tool, "arguments": {}}),
              {**rpc("tools/call", {"name": dep.write_tool, "arguments": {}}), "id": 2}]
@@ -484,13 +485,7 @@ def test_rejections_table(env, dep, case):
 
 
 async def _session(dep: Deployment, token: str, action):
-    async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
-        streamable_http_client(dep.resource, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        return await action(session)
+    return await with_session(dep.resource, token, action)
 
 
 async def test_valid_token_reaches_the_tool_with_its_caller_and_not_the_token(env):

@@ -22,7 +22,14 @@ from gatehouse import timeutil
 from gatehouse.authserver import ratelimit
 from gatehouse.authserver.clients import KIND_STATIC, store_client
 from gatehouse.instance_secrets import token_hash
-from gatehouse.store.models import AccessToken, AuthorizationCode, Grant, RefreshToken, Revocation, User
+from gatehouse.store.models import (
+    AccessToken,
+    AuthorizationCode,
+    Grant,
+    RefreshToken,
+    Revocation,
+    User,
+)
 from gatehouse.timeutil import utcnow
 from tests.support.browser import Browser, authorize, pkce_pair
 

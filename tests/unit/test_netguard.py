@@ -13,7 +13,12 @@ import socket
 import httpcore2
 import pytest
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from gatehouse import netguard
