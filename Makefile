@@ -19,8 +19,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+## make bench: the benchmarks (bench/README.md)
+bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/authserver.py
+	$(BIN)/python bench/guard.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
