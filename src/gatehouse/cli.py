@@ -124,6 +124,7 @@ def gateway(
     upstream_header: Annotated[list[str], typer.Option(help="'Name: value' sent to the upstream (repeatable).")] = [],
     identity_header: Annotated[Optional[str], typer.Option(help="Header that carries the caller's subject to the upstream.")] = None,
     algorithm: Annotated[list[str], typer.Option(help="Accepted signing algorithm (repeatable).")] = ["ES256"],
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs CPU on the hot path).")] = False,
 ) -> None:
     """Put OAuth in front of any Streamable HTTP MCP server."""
     import uvicorn
@@ -160,7 +161,7 @@ def gateway(
     )
     out.print(f"Gatehouse gateway: [bold]{resource}[/] → {upstream}  (tokens from {issuer})", highlight=False)
     try:
-        uvicorn.run(create_gateway_app(guard, proxy, path), host=host, port=port, log_level="info")
+        uvicorn.run(create_gateway_app(guard, proxy, path), host=host, port=port, log_level="info", access_log=access_log)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror}", "choose another --port or stop what uses it")
 

@@ -30,18 +30,18 @@ POLICY = Policy(
     ],
 )
 def test_required(method, params, expected):
-    assert POLICY.required(method, params) == expected
+    assert list(POLICY.required(method, params)) == expected
 
 
 def test_required_has_no_duplicates():
     policy = Policy(tools={"t": ["a", "a", "b"]}, methods={"tools/call": ["a"]}, default=["b"])
-    assert policy.required("tools/call", {"name": "t"}) == ["b", "a"]
+    assert policy.required("tools/call", {"name": "t"}) == ("b", "a")
 
 
 def test_no_wildcard_means_unnamed_tools_need_only_the_default():
     policy = Policy(tools={"add_note": ["notes:write"]}, default=["notes:read"])
-    assert policy.required("tools/call", {"name": "other"}) == ["notes:read"]
-    assert Policy().required("tools/call", {"name": "x"}) == []
+    assert policy.required("tools/call", {"name": "other"}) == ("notes:read",)
+    assert Policy().required("tools/call", {"name": "x"}) == ()
 
 
 def test_expand_is_transitive_and_survives_cycles():

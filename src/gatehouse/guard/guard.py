@@ -94,39 +94,34 @@ class GuardedApp:
         self._metadata_body = json.dumps(guard.metadata()).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # one coroutine for the whole per-request path: the MCP app suspends several times
+        # per call, and every frame above it is resumed each time (bench/guard.py)
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if scope["path"] in self.guard.metadata_paths:
             await self._serve_metadata(scope, send)
             return
-        await self._guard(scope, receive, send)
-
-    async def _serve_metadata(self, scope: Scope, send: Send) -> None:
-        if scope["method"] == "OPTIONS":
-            await _respond(send, 204, b"", [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"GET")])
-            return
-        await _respond(
-            send, 200, self._metadata_body,
-            [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*"), (b"cache-control", b"public, max-age=300")],
-        )
-
-    async def _guard(self, scope: Scope, receive: Receive, send: Send) -> None:
         guard = self.guard
-        body = b""
+        first: Message | None = None
+        messages: list[dict] = []
         if scope["method"] == "POST":
-            body, too_large = await _read_body(receive, MAX_BODY)
+            first, body, too_large = await _read_body(receive, MAX_BODY)
             if too_large:
                 await _json_error(send, 413, "invalid_request", f"the request body is larger than {MAX_BODY} bytes")
                 return
-        try:
-            messages = _jsonrpc_messages(body) if body else []
-        except ValueError:
-            await _jsonrpc_parse_error(send)
-            return
-        required = list(dict.fromkeys(s for m in messages for s in guard.policy.required(m.get("method"), m.get("params"))))
-        if not messages:
-            required = list(guard.policy.default)
+            if body:
+                try:
+                    messages = _jsonrpc_messages(body)
+                except ValueError:
+                    await _jsonrpc_parse_error(send)
+                    return
+        if len(messages) == 1:
+            required = guard.policy.required(messages[0].get("method"), messages[0].get("params"))
+        elif messages:
+            required = tuple(dict.fromkeys(s for m in messages for s in guard.policy.required(m.get("method"), m.get("params"))))
+        else:
+            required = tuple(guard.policy.default)
 
         if b"access_token=" in scope.get("query_string", b""):
             await _json_error(send, 400, "invalid_request", "send the access token in the Authorization header, not the URL (RFC 6750 section 2)",
@@ -160,12 +155,21 @@ class GuardedApp:
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
         token_binding = caller_context.bind(caller)
         try:
-            replay = _replay(body, receive) if scope["method"] == "POST" else receive
+            replay = _replay(first, receive) if first is not None else receive
             filters_tools = any(m.get("method") == "tools/list" for m in messages)
             outgoing = _ToolListFilter(send, guard.policy, caller.scopes).send if filters_tools else send
             await self.app(scope, replay, outgoing)
         finally:
             caller_context.unbind(token_binding)
+
+    async def _serve_metadata(self, scope: Scope, send: Send) -> None:
+        if scope["method"] == "OPTIONS":
+            await _respond(send, 204, b"", [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"GET")])
+            return
+        await _respond(
+            send, 200, self._metadata_body,
+            [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*"), (b"cache-control", b"public, max-age=300")],
+        )
 
 
 def _authorization(scope: Scope) -> str | None:
@@ -185,27 +189,36 @@ def _jsonrpc_messages(body: bytes) -> list[dict]:
     return items
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+async def _read_body(receive: Receive, limit: int) -> tuple[Message | None, bytes, bool]:
+    """The whole body, as one ``http.request`` message to hand on, its bytes, and whether it was too large."""
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body = message.get("body", b"")
+        if len(body) > limit:
+            return None, b"", True
+        return message, body, False
     chunks = bytearray()
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
-            return bytes(chunks), False
+            break
         chunks.extend(message.get("body", b""))
         if len(chunks) > limit:
-            return b"", True
+            return None, b"", True
         if not message.get("more_body", False):
-            return bytes(chunks), False
+            break
+        message = await receive()
+    body = bytes(chunks)
+    return {"type": "http.request", "body": body, "more_body": False}, body, False
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def _replay(first: Message, receive: Receive) -> Receive:
     sent = False
 
     async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return first
         return await receive()
 
     return replay

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+_MEMO_LIMIT = 4096
+
+
 class PolicyError(ValueError):
     """A policy file that cannot be used; the message says where and why."""
 
@@ -51,6 +54,11 @@ class Policy:
         except PolicyError as exc:
             raise PolicyError(f"{path}: {exc}") from None
 
+    def __post_init__(self):
+        # memos for the per-request path: the answers depend only on these immutable inputs
+        object.__setattr__(self, "_required_memo", {})
+        object.__setattr__(self, "_missing_memo", {})
+
     def expand(self, granted: Iterable[str]) -> set[str]:
         """The granted scopes with every scope they imply, transitively."""
         result: set[str] = set()
@@ -67,19 +75,35 @@ class Policy:
             return self.tools[tool]
         return self.tools.get("*", [])
 
-    def required(self, method: str | None, params: object = None) -> list[str]:
+    def required(self, method: str | None, params: object = None) -> tuple[str, ...]:
         """Every scope one JSON-RPC request needs."""
-        needed = list(self.default)
-        if method:
-            needed += self.methods.get(method, [])
-        if method == "tools/call":
-            name = params.get("name") if isinstance(params, dict) else None
-            needed += self.tool_scopes(name if isinstance(name, str) else None)
-        return list(dict.fromkeys(needed))
+        tool = None
+        if method == "tools/call" and isinstance(params, dict) and isinstance(params.get("name"), str):
+            tool = params["name"]
+        key = (method if isinstance(method, str) else None, tool)
+        memo = self._required_memo
+        found = memo.get(key)
+        if found is None:
+            needed = list(self.default)
+            if key[0]:
+                needed += self.methods.get(key[0], [])
+            if key[0] == "tools/call":
+                needed += self.tool_scopes(tool)
+            found = tuple(dict.fromkeys(needed))
+            if len(memo) < _MEMO_LIMIT:
+                memo[key] = found
+        return found
 
     def missing(self, granted: Iterable[str], required: Iterable[str]) -> list[str]:
-        have = self.expand(granted)
-        return [scope for scope in required if scope not in have]
+        granted, required = frozenset(granted), tuple(required)
+        memo = self._missing_memo
+        found = memo.get((granted, required))
+        if found is None:
+            have = self.expand(granted)
+            found = [scope for scope in required if scope not in have]
+            if len(memo) < _MEMO_LIMIT:
+                memo[(granted, required)] = found
+        return list(found)
 
     def may_call(self, granted: Iterable[str], tool: str) -> bool:
         return not self.missing(granted, [*self.default, *self.tool_scopes(tool)])

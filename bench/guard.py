@@ -1,0 +1,881 @@
+"""Resource-server benchmark: what guarding an MCP server costs, ``tools/call`` with 16 clients.
+
+Usage (from the project root)::
+
+    .venv/bin/python bench/guard.py                 # every server, 10 s each
+    .venv/bin/python bench/guard.py --quick         # smoke run, 2 s each
+    .venv/bin/python bench/guard.py --only sdk,gatehouse --rounds 3
+
+Every server is its own subprocess (uvicorn, one worker) pinned to the server core (default 0);
+this process, the load generator, pins itself to the client core (default 1), as in
+``authserver.py``. Each client sends the same stateless JSON-RPC ``tools/call`` of the tool
+``echo`` over a keep-alive connection, with the same bearer token every time (a long-lived
+session: verifier caches work as in real life), except ``gatehouse-fresh``, which presents a
+different token on every request (the cost of a cache miss). Servers (``--only``):
+
+* ``sdk``              the official SDK's ``MCPServer``, no auth: the baseline
+* ``sdk-token``        the same bare server, sent the same Authorization header anyway:
+                       what parsing the token's ~600 header bytes costs before any check
+* ``gatehouse``        the same server behind ``gatehouse.guard``
+* ``gatehouse-fresh``  the same, a fresh token per request
+* ``sdk-auth``         the same server behind the SDK's bearer middleware, ES256 via joserfc
+* ``fastmcp``          FastMCP, no auth: FastMCP's baseline
+* ``fastmcp-jwt``      FastMCP with its ``JWTVerifier`` on the JWKS
+* ``gateway``          the unguarded SDK server (``sdk``'s app) as the upstream, on its own port,
+                       behind ``gatehouse gateway`` (a second process, the CLI as shipped): both
+                       processes share the server core and both count as server CPU
+
+Tokens are ES256 JWTs (``typ: at+jwt``, ``iss``, ``aud`` = the server's ``/mcp`` URL, ``scope``
+``notes:read``, an hour to live, ``kid``) signed by a key this process makes; the public key is
+served by a small JWKS app (a subprocess on the client core). Results are printed as a table,
+written as JSON to ``bench/results/`` and drawn as a bar chart (``bench/results/guard.png``,
+copied to ``bench/guard.png``). Every guarded row also reports the p50 latency it adds to its
+unguarded baseline (``+p50 ms``); for the gateway the target is at most ``GATEWAY_P50_TARGET_MS``.
+With 16 closed-loop clients on one server core, p50 is mostly queueing (about clients / throughput),
+so ``--concurrency 1 --only sdk,gateway`` shows the per-request cost on an idle server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from authserver import _log, cpu_warnings, environment, pin_cores
+from httpclient import HttpConnection, Response, build_request
+from loadgen import LoadResult, OpError, StaticWorker, Worker, run_load
+from servers import (
+    ServerError,
+    ServerProcess,
+    ServerTracker,
+    free_port,
+    process_cpu_seconds,
+    stop_all,
+)
+from suites import BENCH_DIR
+
+RESULTS_DIR = BENCH_DIR / "results"
+CHART = "guard.png"
+ISSUER = "https://auth.bench.example"
+SCOPE = "notes:read"
+TOKEN_TTL = 3600
+ECHO_TEXT = "gatehouse-bench"
+CALL = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": ECHO_TEXT}},
+    }
+).encode()
+EXPECT = ECHO_TEXT.encode()
+TARGET = 0.95  # gatehouse.guard should keep this share of the unguarded throughput
+GATEWAY_P50_TARGET_MS = 1.0  # the gateway should add at most this to the unguarded p50
+GATEWAY_POLICY = f'[tools]\necho = ["{SCOPE}"]\n'
+
+
+@dataclass
+class Server:
+    key: str
+    label: str
+    app: str | None  # uvicorn factory "module:function"; None = skipped
+    baseline: str  # the key of the unguarded server this one is compared with
+    authenticated: bool = True
+    fresh_tokens: bool = False
+    sends_token: bool = (
+        False  # send the bearer token although the server does not check it
+    )
+    skip_note: str = ""
+    gateway: bool = False  # ``app`` runs as the upstream of a ``gatehouse gateway`` process
+
+
+SERVERS = [
+    Server("sdk", "SDK, unguarded", "apps.guard_sdk:unguarded", "sdk", authenticated=False),
+    Server("sdk-token", "SDK, unguarded, token sent anyway", "apps.guard_sdk:unguarded", "sdk",
+           authenticated=False, sends_token=True),
+    Server("gatehouse", "SDK + gatehouse.guard", "apps.guard_sdk:gatehouse", "sdk"),
+    Server("gatehouse-fresh", "SDK + gatehouse.guard, new token each call", "apps.guard_sdk:gatehouse", "sdk",
+           fresh_tokens=True),
+    Server("sdk-auth", "SDK + its bearer auth (joserfc ES256)", "apps.guard_sdk:sdk_auth", "sdk"),
+    Server("fastmcp", "FastMCP, unguarded", "apps.guard_fastmcp:plain", "fastmcp", authenticated=False),
+    Server("fastmcp-jwt", "FastMCP + JWTVerifier", "apps.guard_fastmcp:jwt", "fastmcp"),
+    Server("gateway", "SDK behind the gatehouse gateway", "apps.guard_sdk:unguarded", "sdk", gateway=True),
+]  # fmt: skip
+
+
+@dataclass
+class Row:
+    server: Server
+    result: LoadResult | None = None
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+    rounds: list[float] = field(default_factory=list)  # requests/s of every round
+    cpu_split: dict[str, float] = field(default_factory=dict)  # share of the core per process
+
+    def as_json(self, rows: dict[str, Row]) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "server": self.server.key,
+            "label": self.server.label,
+            "baseline": self.server.baseline,
+            "status": self.status,
+            "note": self.note,
+        }
+        r = self.result
+        if r is not None:
+            data.update(
+                duration_s=round(r.duration, 3),
+                requests=r.requests,
+                requests_per_s=round(r.requests_per_s, 1),
+                rounds_requests_per_s=[round(x, 1) for x in self.rounds],
+                ratio=_round(ratio(self, rows)),
+                ratio_per_cpu=_round(ratio(self, rows, per_cpu=True)),
+                p50_ms=_round(r.percentile_ms(50)),
+                p99_ms=_round(r.percentile_ms(99)),
+                p50_added_ms=_round(added_p50_ms(self, rows)),
+                errors=r.errors,
+                warmup_errors=r.warmup_errors,
+                error_kinds=dict(r.error_kinds.most_common(5)),
+                server_cpu=_round(r.server_cpu),
+                requests_per_server_cpu_second=_round(r.ops_per_server_cpu_second, 1),
+                generator_cpu=round(r.generator_cpu, 3),
+                core_busy={str(k): round(v, 3) for k, v in r.core_busy.items()},
+            )
+            if self.cpu_split:
+                data["server_cpu_by_process"] = {k: round(v, 3) for k, v in self.cpu_split.items()}
+            if self.server.gateway:
+                data["p50_added_target_ms"] = GATEWAY_P50_TARGET_MS
+        return data
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def ratio(row: Row, rows: dict[str, Row], per_cpu: bool = False) -> float | None:
+    """Throughput relative to the row's unguarded baseline in the same run."""
+    base = rows.get(row.server.baseline)
+    if row.result is None or base is None or base.result is None:
+        return None
+    if per_cpu:
+        mine, theirs = (
+            row.result.ops_per_server_cpu_second,
+            base.result.ops_per_server_cpu_second,
+        )
+    else:
+        mine, theirs = row.result.requests_per_s, base.result.requests_per_s
+    return mine / theirs if mine and theirs else None
+
+
+def added_p50_ms(row: Row, rows: dict[str, Row]) -> float | None:
+    """The row's p50 minus its unguarded baseline's p50 (same run), in ms."""
+    base = rows.get(row.server.baseline)
+    if row is base or row.result is None or base is None or base.result is None:
+        return None
+    mine, theirs = row.result.percentile_ms(50), base.result.percentile_ms(50)
+    return None if mine is None or theirs is None else mine - theirs
+
+
+# --------------------------------------------------------------------------------------------
+# Tokens and the JWKS
+# --------------------------------------------------------------------------------------------
+
+
+class TokenMint:
+    """An ES256 signing key and RFC 9068 access tokens for a given resource."""
+
+    def __init__(self) -> None:
+        from joserfc.jwk import ECKey
+
+        self.kid = uuid.uuid4().hex[:16]
+        self.key = ECKey.generate_key(
+            "P-256",
+            parameters={"kid": self.kid, "alg": "ES256", "use": "sig"},
+            private=True,
+        )
+
+    def jwks(self) -> str:
+        return json.dumps({"keys": [self.key.as_dict(private=False)]})
+
+    def token(self, resource: str) -> str:
+        from joserfc import jwt
+
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": "bench-user",
+            "aud": resource,
+            "client_id": "bench",
+            "scope": SCOPE,
+            "iat": now,
+            "exp": now + TOKEN_TTL,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(
+            {"alg": "ES256", "typ": "at+jwt", "kid": self.kid}, claims, self.key
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Workers
+# --------------------------------------------------------------------------------------------
+
+
+def call_request(host: str, token: str | None) -> bytes:
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+    ]
+    if token is not None:
+        headers.append(("Authorization", f"Bearer {token}"))
+    return build_request("POST", "/mcp", host, headers, CALL)
+
+
+class FreshTokenWorker:
+    """Sends the ``tools/call`` with the next token of a pre-minted pool on each request."""
+
+    def __init__(self, conn: HttpConnection, requests: Iterator[bytes]):
+        self.conn = conn
+        self.requests = requests
+
+    async def op(self) -> int:
+        response = await self.conn.send(next(self.requests))
+        _check(response)
+        return 1
+
+    async def recover(self, exc: Exception) -> None:
+        return None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _check(response: Response) -> None:
+    if response.status != 200 or EXPECT not in response.body:
+        raise OpError(
+            f"HTTP {response.status}: {response.body[:160].decode('utf-8', 'replace')}"
+        )
+
+
+class _Pool:
+    """Pre-built requests, one per token; wraps around (then counts cache hits) if exhausted."""
+
+    def __init__(self, requests: list[bytes]):
+        self.requests = requests
+        self.index = 0
+        self.wrapped = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.index >= len(self.requests):
+            self.index = 0
+            self.wrapped += 1
+        raw = self.requests[self.index]
+        self.index += 1
+        return raw
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------
+
+
+def _uvicorn(app: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", app, "--factory",
+        "--app-dir", str(BENCH_DIR),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def running(
+    server: ServerProcess, ready_path: str
+) -> AsyncIterator[ServerProcess]:
+    try:
+        server.start()
+        await server.wait_ready(ready_path, 60.0)
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Launched:
+    """The server under test as the clients see it: ``processes[0]`` listens on ``port``."""
+
+    port: int
+    resource: str
+    processes: list[ServerProcess]
+
+    def log_tail(self, lines: int) -> str:
+        if len(self.processes) == 1:
+            return self.processes[0].log_tail(lines)
+        return "\n".join(f"  {p.name}:\n{p.log_tail(lines)}" for p in self.processes)
+
+
+def _gateway_argv(upstream: str, resource: str, port: int, jwks_uri: str, policy: Path) -> list[str]:
+    """``gatehouse gateway`` as shipped: the venv's console script (or the CLI module's ``main``)."""
+    script = Path(sys.executable).with_name("gatehouse")
+    command = [str(script)] if script.exists() else [sys.executable, "-c", "from gatehouse.cli import main; main()"]
+    return [
+        *command, "gateway",
+        "--upstream", upstream, "--issuer", ISSUER, "--jwks-uri", jwks_uri,
+        "--host", "127.0.0.1", "--port", str(port), "--path", "/mcp",
+        "--resource", resource, "--policy", str(policy),
+    ]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def launch(spec: Server, ctx: dict[str, Any], server_cpu: int | None) -> AsyncIterator[Launched]:
+    """Start the server (for the gateway: the upstream, then the gateway in front), all pinned
+    to the server core; stop everything on exit."""
+    assert spec.app is not None
+    port = free_port()
+    resource = f"http://127.0.0.1:{port}/mcp"
+    env = {
+        **os.environ,
+        "BENCH_RESOURCE": resource,
+        "BENCH_ISSUER": ISSUER,
+        "BENCH_JWKS_URI": ctx["jwks_uri"],
+        "FASTMCP_LOG_LEVEL": "WARNING",
+        "FASTMCP_SHOW_SERVER_BANNER": "false",
+    }
+    work = Path(ctx["work"])
+    if not spec.gateway:
+        process = ServerProcess(
+            spec.label, _uvicorn(spec.app, port), port, work / f"{spec.key}-{port}.log", env=env, cpu=server_cpu
+        )
+        async with running(process, "/mcp"):
+            yield Launched(port, resource, [process])
+        return
+    upstream_port = free_port()
+    while upstream_port == port:
+        upstream_port = free_port()
+    upstream = ServerProcess(
+        "upstream", _uvicorn(spec.app, upstream_port), upstream_port,
+        work / f"{spec.key}-upstream-{upstream_port}.log", env=env, cpu=server_cpu,
+    )  # fmt: skip
+    policy = work / "gateway-policy.toml"
+    policy.write_text(GATEWAY_POLICY)
+    argv = _gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy)
+    gateway = ServerProcess("gateway", argv, port, work / f"{spec.key}-{port}.log", env=env, cpu=server_cpu)
+    async with running(upstream, "/mcp"), running(gateway, "/mcp"):  # the gateway answers 401 when up
+        yield Launched(port, resource, [gateway, upstream])
+
+
+class ProcessesTracker(ServerTracker):
+    """The server's CPU summed over several processes: the gateway and its upstream."""
+
+    def __init__(self, pids: list[int], cpu: int | None) -> None:
+        super().__init__(pids[0], cpu)
+        self.others = pids[1:]
+
+    def _backend_pids(self) -> list[int]:
+        return list(self.others)
+
+    def database_cpu_seconds(self) -> float:
+        return 0.0
+
+
+def _cpu_snapshot(processes: list[ServerProcess]) -> dict[str, float]:
+    return {p.name: process_cpu_seconds(p.pid) or 0.0 for p in processes}
+
+
+async def run_server(
+    spec: Server,
+    args: argparse.Namespace,
+    ctx: dict[str, Any],
+    server_cpu: int | None,
+    pool_hint: float,
+) -> Row:
+    mint: TokenMint = ctx["mint"]
+    async with launch(spec, ctx, server_cpu) as server:
+        for process in server.processes:
+            _log(
+                f"{spec.label}: {process.name + ' ' if len(server.processes) > 1 else ''}pid {process.pid} "
+                f"on cpus {sorted(process.affinity() or [])}, {process.base_url}"
+            )
+        port, resource = server.port, server.resource
+        host = f"127.0.0.1:{port}"
+        token = mint.token(resource) if spec.authenticated or spec.sends_token else None
+        probe = HttpConnection("127.0.0.1", port)
+        try:
+            if spec.authenticated:  # the guard must refuse a call without a token
+                refused = await probe.send(call_request(host, None))
+                if refused.status != 401:
+                    return Row(
+                        spec,
+                        status="failed",
+                        note=f"no token: HTTP {refused.status}, expected 401",
+                    )
+            first = await probe.send(call_request(host, token))
+        finally:
+            probe.close()
+        if first.status != 200 or EXPECT not in first.body:
+            body = first.body[:300].decode("utf-8", "replace")
+            return Row(
+                spec,
+                status="failed",
+                note=f"first call: HTTP {first.status}: {body}\n{server.log_tail(12)}",
+            )
+        workers: list[Worker] = []
+        pool = None
+        if spec.fresh_tokens:
+            count = int(pool_hint * (args.warmup + args.duration) * 1.3) + 2000
+            started = time.perf_counter()
+            pool = _Pool(
+                [call_request(host, mint.token(resource)) for _ in range(count)]
+            )
+            _log(f"  minted {count:,} tokens in {time.perf_counter() - started:.1f} s")
+            for _ in range(args.concurrency):
+                workers.append(
+                    FreshTokenWorker(HttpConnection("127.0.0.1", port), pool)
+                )
+        else:
+            raw = call_request(host, token)
+            for _ in range(args.concurrency):
+                workers.append(
+                    StaticWorker(HttpConnection("127.0.0.1", port), raw, 200, EXPECT)
+                )
+        tracker = ProcessesTracker([p.pid for p in server.processes], server_cpu)
+        before = _cpu_snapshot(server.processes)
+        result = await run_load(
+            workers, args.duration, args.warmup, tracker, args.timeout
+        )
+        after = _cpu_snapshot(server.processes)
+        notes = cpu_warnings(result, server_cpu, args.client_cpu)
+        split: dict[str, float] = {}
+        if len(server.processes) > 1 and result.server_cpu:
+            used = {name: after[name] - before[name] for name in after}  # warm-up included
+            total = sum(used.values())
+            if total > 0:
+                split = {name: result.server_cpu * seconds / total for name, seconds in used.items()}
+                notes.append(
+                    "server cpu = "
+                    + " + ".join(f"{name} {share:.0%}" for name, share in split.items())
+                )
+        if pool is not None and pool.wrapped:
+            notes.append(
+                f"token pool reused {pool.wrapped} time(s): some calls were cache hits"
+            )
+        if result.errors or result.warmup_errors:
+            notes.append("server log ends with:\n" + server.log_tail(8))
+        return Row(spec, result, note="; ".join(notes), cpu_split=split)
+
+
+async def run_all(
+    args: argparse.Namespace, server_cpu: int | None, rows: dict[str, Row]
+) -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    only = set(_split(args.only))
+    specs = [s for s in SERVERS if not only or s.key in only]
+    mint = TokenMint()
+    with tempfile.TemporaryDirectory(prefix="gatehouse-bench-guard-") as work:
+        jwks_port = free_port()
+        jwks = ServerProcess(
+            "jwks",
+            [sys.executable, "-m", "uvicorn", "apps.guard_jwks:app", "--app-dir", str(BENCH_DIR),
+             "--host", "127.0.0.1", "--port", str(jwks_port), "--no-access-log", "--log-level", "warning"],
+            jwks_port,
+            Path(work) / "jwks.log",
+            env={**os.environ, "BENCH_JWKS": mint.jwks()},
+            cpu=args.client_cpu if server_cpu is not None else None,
+        )  # fmt: skip
+        async with running(jwks, "/health"):
+            ctx = {"mint": mint, "jwks_uri": f"{jwks.base_url}/jwks", "work": work}
+            results: dict[str, list[Row]] = {}
+            for (
+                spec
+            ) in specs:  # the table keeps this order whatever order the servers run in
+                rows[spec.key] = Row(
+                    spec,
+                    status="skipped" if spec.app is None else "not run",
+                    note=spec.skip_note,
+                )
+            measured = [spec for spec in specs if spec.app is not None]
+            for round_no in range(args.rounds):
+                if args.rounds > 1:
+                    _log(f"round {round_no + 1} of {args.rounds}")
+                # Each round starts one server later, so no server always runs first or last.
+                shift = round_no % len(measured) if measured else 0
+                for spec in measured[shift:] + measured[:shift]:
+                    hint = _pool_hint(results)
+                    try:
+                        row = await run_server(spec, args, ctx, server_cpu, hint)
+                    except (ServerError, OSError, TimeoutError) as exc:
+                        row = Row(spec, status="failed", note=str(exc))
+                    results.setdefault(spec.key, []).append(row)
+                    rows[spec.key] = _median(results[spec.key])
+                    _log("  " + _progress(row))
+
+
+def _pool_hint(results: dict[str, list[Row]]) -> float:
+    """Requests/s to size the fresh-token pool for: the cached guard's best so far, else 4,000."""
+    rates = [
+        r.result.requests_per_s
+        for r in results.get("gatehouse", [])
+        if r.result is not None
+    ]
+    return max(rates) if rates else 4000.0
+
+
+def _median(rows: list[Row]) -> Row:
+    """Of several rounds, the one with the median throughput (its latencies and CPU with it)."""
+    done = [r for r in rows if r.result is not None]
+    if not done:
+        return rows[-1]
+    done.sort(key=lambda r: r.result.requests_per_s)
+    chosen = done[(len(done) - 1) // 2]
+    chosen.rounds = [r.result.requests_per_s for r in rows if r.result is not None]
+    return chosen
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------
+
+COLUMNS = (
+    "server",
+    "req/s",
+    "ratio",
+    "p50 ms",
+    "p99 ms",
+    "+p50 ms",
+    "errors",
+    "srv cpu",
+    "req/cpu-s",
+    "ratio/cpu",
+    "gen cpu",
+)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _cells(row: Row, rows: dict[str, Row]) -> list[str]:
+    r = row.result
+    if r is None:
+        return [row.server.label, row.status] + [""] * (len(COLUMNS) - 2)
+    return [
+        row.server.label,
+        _fmt(r.requests_per_s, ",.0f"),
+        _fmt(ratio(row, rows), ".2f"),
+        _fmt(r.percentile_ms(50), ".2f"),
+        _fmt(r.percentile_ms(99), ".2f"),
+        _fmt(added_p50_ms(row, rows), "+.2f"),
+        str(r.errors),
+        _fmt(r.server_cpu, ".0%"),
+        _fmt(r.ops_per_server_cpu_second, ",.0f"),
+        _fmt(ratio(row, rows, per_cpu=True), ".2f"),
+        f"{r.generator_cpu:.0%}",
+    ]
+
+
+def _progress(row: Row) -> str:
+    r = row.result
+    if r is None:
+        return f"{row.status}: {row.note.splitlines()[0] if row.note else ''}"
+    return (
+        f"{r.requests_per_s:,.0f} req/s, p50 {_fmt(r.percentile_ms(50), '.2f')} ms, "
+        f"p99 {_fmt(r.percentile_ms(99), '.2f')} ms, {r.errors} errors, server {_fmt(r.server_cpu, '.0%')} "
+        f"of core, generator {r.generator_cpu:.0%}"
+        + (f" [{row.note.splitlines()[0]}]" if row.note else "")
+    )
+
+
+def render_table(rows: dict[str, Row]) -> str:
+    table = [list(COLUMNS)] + [_cells(row, rows) for row in rows.values()]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths))
+        )
+
+    out = [line(table[0]), "  ".join("-" * w for w in widths)] + [
+        line(cells) for cells in table[1:]
+    ]
+    notes = []
+    for row in rows.values():
+        if row.note:
+            notes.append(f"  {row.server.label}: {row.note}")
+        if len(row.rounds) > 1:
+            notes.append(
+                f"  {row.server.label}: rounds "
+                + ", ".join(f"{x:,.0f}" for x in row.rounds)
+                + " req/s"
+            )
+        if row.result is not None:
+            for kind, count in row.result.error_kinds.most_common(3):
+                notes.append(f"  {row.server.label}: {count} x {kind}")
+    if notes:
+        out += ["", "notes:", *notes]
+    verdict = gateway_verdict(rows)
+    if verdict:
+        out += ["", verdict]
+    return "\n".join(out)
+
+
+def gateway_verdict(rows: dict[str, Row]) -> str:
+    """One line on the gateway against its p50 target, or "" if it was not measured."""
+    row = rows.get("gateway")
+    if row is None or row.result is None:
+        return ""
+    added = added_p50_ms(row, rows)
+    if added is None:
+        return "gateway: no unguarded SDK row in this run to compare its p50 with"
+    r = row.result
+    share = ratio(row, rows)
+    return (
+        f"gateway: {r.requests_per_s:,.0f} req/s ({_fmt(share, '.2f')}x unguarded SDK), "
+        f"p50 {_fmt(r.percentile_ms(50), '.2f')} ms, p99 {_fmt(r.percentile_ms(99), '.2f')} ms; "
+        f"adds {added:+.2f} ms at p50 (target <= {GATEWAY_P50_TARGET_MS:g} ms: "
+        f"{'met' if added <= GATEWAY_P50_TARGET_MS else 'MISSED'})"
+    )
+
+
+def draw_chart(rows: dict[str, Row], path: Path, subtitle: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = list(rows.values())
+    labels = [textwrap.fill(row.server.label, 18) for row in shown]
+    values = [row.result.requests_per_s if row.result else 0.0 for row in shown]
+    colors = []
+    for row in shown:
+        if row.result is None:
+            colors.append("#cccccc")
+        elif not row.server.authenticated:
+            colors.append("#9e9e9e")
+        elif row.server.key.startswith("gatehouse"):
+            colors.append("#2e7d32")
+        elif row.server.gateway:
+            colors.append("#66bb6a")
+        else:
+            colors.append("#1565c0")
+    fig, ax = plt.subplots(figsize=(11, 5.2), dpi=120)
+    bars = ax.bar(range(len(shown)), values, color=colors)
+    top = max(values) if any(values) else 1.0
+    for bar, row in zip(bars, shown):
+        x = bar.get_x() + bar.get_width() / 2
+        if row.result is None:
+            note = textwrap.fill(f"{row.status}: {row.note}", 20)
+            ax.text(
+                x,
+                top * 0.03,
+                note,
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="#555555",
+            )
+            continue
+        r = ratio(row, rows)
+        text = f"{row.result.requests_per_s:,.0f}/s"
+        if r is not None and row.server.authenticated:
+            base = rows[row.server.baseline].server.label.split(",")[0]
+            text += f"\n{r:.2f}× {base}"
+        added = added_p50_ms(row, rows)
+        if added is not None and row.server.authenticated:
+            text += f"\np50 {added:+.2f} ms"
+            if row.server.gateway:
+                text += f"\n(target ≤ {GATEWAY_P50_TARGET_MS:g} ms)"
+        ax.text(
+            x, bar.get_height() + top * 0.01, text, ha="center", va="bottom", fontsize=8
+        )
+    base = rows.get("sdk")
+    if base is not None and base.result is not None:
+        target = TARGET * base.result.requests_per_s
+        ax.axhline(target, color="#2e7d32", linestyle="--", linewidth=0.8)
+        ax.text(
+            len(shown) - 0.5,
+            target,
+            f"target for gatehouse.guard: {TARGET:.2f}× SDK",
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="#2e7d32",
+        )
+    ax.set_xticks(range(len(shown)), labels, fontsize=7.5)
+    ax.set_ylabel("tools/call requests/s (16 clients, 1 server core)")
+    ax.set_ylim(0, top * 1.3)
+    ax.set_title(
+        "Guarding an MCP server: throughput, ratio to and p50 added over the unguarded server\n"
+        + subtitle,
+        fontsize=10,
+    )
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    keys = [s.key for s in SERVERS]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="measured seconds per server (10)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="warm-up seconds per server (2; 0.5 with --quick)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 s per server"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every server N times, each round in a rotated order; report the median (1)",
+    )
+    parser.add_argument(
+        "--concurrency", "-c", type=int, default=16, help="concurrent clients (16)"
+    )
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated servers: {', '.join(keys)}"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds before a call counts as failed (15)",
+    )
+    parser.add_argument(
+        "--server-cpu", type=int, default=0, help="core for the servers (0)"
+    )
+    parser.add_argument(
+        "--client-cpu", type=int, default=1, help="core for the load generator (1)"
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin anything to cores"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="write results here (default: bench/results/)",
+    )
+    parser.add_argument(
+        "--no-json", action="store_true", help="do not write a JSON file"
+    )
+    parser.add_argument(
+        "--no-chart", action="store_true", help="do not draw bench/results/guard.png"
+    )
+    parser.add_argument(
+        "--no-copy",
+        action="store_true",
+        help="do not copy the chart to bench/guard.png",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = 2.0
+    if args.warmup is None:
+        args.warmup = 0.5 if args.quick else 2.0
+    unknown = set(_split(args.only)) - set(keys)
+    if unknown:
+        parser.error(
+            f"unknown server(s) {', '.join(sorted(unknown))}; choose from {', '.join(keys)}"
+        )
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    server_cpu, pin_warning = pin_cores(args)
+    env = environment(args, server_cpu)
+    env["rounds"] = args.rounds
+    env["loadavg_before"] = os.getloadavg()
+    if pin_warning:
+        _log(f"warning: {pin_warning}")
+    _log(
+        f"{args.concurrency} clients, {args.duration:g} s measured after {args.warmup:g} s warm-up per server; "
+        f"server core {server_cpu}, generator core {env['client_cpu']}; load average {env['loadavg_before'][0]:.2f}"
+    )
+    rows: dict[str, Row] = {}
+    interrupted = False
+    started = time.monotonic()
+    try:
+        asyncio.run(run_all(args, server_cpu, rows))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        interrupted = True
+        _log("interrupted; servers stopped")
+    finally:
+        stop_all()
+    if not rows:
+        print("no server measured")
+        return 130 if interrupted else 1
+    print()
+    print(render_table(rows))
+    print(
+        "\nratio = requests/s over the unguarded server of the same framework (SDK or FastMCP), same run;"
+        "\n+p50 ms = p50 latency minus that unguarded server's p50 (gateway target: at most"
+        f" {GATEWAY_P50_TARGET_MS:g} ms);"
+        "\nsrv cpu = the server's share of its core (for the gateway: gateway and upstream processes"
+        "\ntogether); req/cpu-s = requests per second of server CPU, and ratio/cpu the same ratio on it"
+        "\n(robust when other processes share the core); gen cpu = the load generator's share of its"
+        f"\ncore. Total {time.monotonic() - started:.0f} s."
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if not args.no_json:
+        path = args.json or RESULTS_DIR / f"guard-{stamp}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "environment": env,
+            "results": [row.as_json(rows) for row in rows.values()],
+        }
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"results written to {path}")
+    if not args.no_chart:
+        chart = RESULTS_DIR / CHART
+        subtitle = (
+            f"{env['cpu_model'] or 'CPU'}, Python {env['python']}, {args.duration:g} s per server, "
+            f"{time.strftime('%Y-%m-%d')}"
+        )
+        draw_chart(rows, chart, subtitle)
+        print(f"chart written to {chart}")
+        if not args.no_copy:
+            shutil.copyfile(chart, BENCH_DIR / CHART)
+            print(f"chart copied to {BENCH_DIR / CHART}")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
