@@ -120,6 +120,16 @@ class LiveAS:
     def post_token(self, data: dict, **kwargs) -> httpx2.Response:
         return httpx2.post(f"{self.base_url}/token", data=data, **kwargs)
 
+    def machine_token(self, resource: str, scope: str | None = None) -> tuple[str, str]:
+        """A client-credentials access token for ``resource``, and the client_id it was issued to."""
+        extra = {"scope": scope} if scope else {}
+        client = self.register(grant_types=["client_credentials"], token_endpoint_auth_method="client_secret_basic",
+                               redirect_uris=None, **extra)
+        response = self.post_token({"grant_type": "client_credentials", "resource": resource, **extra},
+                                   auth=(client["client_id"], client["client_secret"]))
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"], client["client_id"]
+
 
 def make_settings(tmp_path: Path, store_url: str, port: int, **overrides) -> Settings:
     values = dict(
@@ -134,6 +144,20 @@ def make_settings(tmp_path: Path, store_url: str, port: int, **overrides) -> Set
     )
     values.update(overrides)
     return Settings(**values)
+
+
+@pytest.fixture
+def extra_socket():
+    """A loopback socket bound before the AS starts, for a second server whose URL the AS must know."""
+    sock = free_socket()
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def extra_resource(extra_socket) -> str:
+    """The MCP endpoint URL of the server that will listen on ``extra_socket``."""
+    return f"http://127.0.0.1:{extra_socket.getsockname()[1]}/mcp"
 
 
 @pytest.fixture

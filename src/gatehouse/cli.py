@@ -113,8 +113,9 @@ def serve(
 
 @app.command()
 def gateway(
-    upstream: Annotated[str, typer.Option(help="URL of the MCP server to protect, e.g. http://127.0.0.1:9000/mcp.")],
     issuer: Annotated[str, typer.Option(help="Issuer of the authorization server whose tokens are accepted.")],
+    command: Annotated[Optional[list[str]], typer.Argument(help="After --: a stdio MCP server to run, one process per session.")] = None,
+    upstream: Annotated[Optional[str], typer.Option(help="URL of an HTTP MCP server to protect, e.g. http://127.0.0.1:9000/mcp.")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     path: Annotated[str, typer.Option(help="Path of the guarded MCP endpoint.")] = "/mcp",
@@ -126,7 +127,7 @@ def gateway(
     algorithm: Annotated[list[str], typer.Option(help="Accepted signing algorithm (repeatable).")] = ["ES256"],
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs CPU on the hot path).")] = False,
 ) -> None:
-    """Put OAuth in front of any Streamable HTTP MCP server."""
+    """Put OAuth in front of any MCP server: an HTTP one (--upstream URL) or a stdio one (-- COMMAND…)."""
     import uvicorn
 
     from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier, Policy
@@ -149,8 +150,16 @@ def gateway(
         keys_at = jwks_uri or discover_jwks_uri(issuer)
     except LookupError as exc:
         fail(str(exc), "check --issuer, or give --jwks-uri")
+    if bool(upstream) == bool(command):
+        err.print("error: give either --upstream URL or, after --, the command of a stdio MCP server")
+        raise typer.Exit(2)
     try:
-        proxy = HTTPUpstream(upstream, upstream_headers=headers, identity_header=identity_header)
+        if command:
+            from gatehouse.guard.stdio import StdioUpstream
+
+            proxy = StdioUpstream(list(command))
+        else:
+            proxy = HTTPUpstream(upstream, upstream_headers=headers, identity_header=identity_header)
     except ValueError as exc:
         fail(str(exc))
     guard = Guard(
@@ -159,7 +168,8 @@ def gateway(
         verifier=JWTVerifier(issuers=[issuer], audience=resource, keys=JWKSKeySource(keys_at), algorithms=algorithm),
         policy=rules,
     )
-    out.print(f"Gatehouse gateway: [bold]{resource}[/] → {upstream}  (tokens from {issuer})", highlight=False)
+    target = upstream or " ".join(command)
+    out.print(f"Gatehouse gateway: [bold]{resource}[/] → {target}  (tokens from {issuer})", highlight=False)
     try:
         uvicorn.run(create_gateway_app(guard, proxy, path), host=host, port=port, log_level="info", access_log=access_log)
     except OSError as exc:

@@ -140,3 +140,12 @@ def test_gateway_explains_a_bad_policy_file(tmp_path):
     result = run("gateway", "--upstream", "http://127.0.0.1:9/mcp", "--issuer", "http://127.0.0.1:9", "--policy", str(policy))
     assert result.returncode == 1 and "tools.shout must be a list" in result.stderr
     assert_no_traceback(result)
+
+
+def test_gateway_needs_exactly_one_upstream(tmp_path):
+    neither = run("gateway", "--issuer", "http://127.0.0.1:9", "--jwks-uri", "http://127.0.0.1:9/jwks")
+    both = run("gateway", "--issuer", "http://127.0.0.1:9", "--jwks-uri", "http://127.0.0.1:9/jwks",
+               "--upstream", "http://127.0.0.1:9/mcp", "--", "python", "server.py")
+    for result in (neither, both):
+        assert result.returncode == 2 and "either --upstream URL or" in result.stderr
+        assert_no_traceback(result)

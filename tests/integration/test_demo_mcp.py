@@ -6,7 +6,7 @@ import httpx2
 import pytest
 
 from tests.support.browser import Browser, authorize, pkce_pair
-from tests.support.mcp import with_session
+from tests.support.mcp_client import with_session
 
 REDIRECT = "http://127.0.0.1:9/callback"
 

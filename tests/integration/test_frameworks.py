@@ -9,8 +9,8 @@ import httpx2
 import pytest
 
 from gatehouse.config import ResourceConfig
-from tests.conftest import ThreadedServer, free_socket
-from tests.support.mcp import with_session
+from tests.conftest import ThreadedServer
+from tests.support.mcp_client import with_session
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FRAMEWORKS = ["guard_sdk_server", "guard_fastmcp_server"]
@@ -29,35 +29,15 @@ def framework(request):
 
 
 @pytest.fixture
-def server_socket():
-    sock = free_socket()
-    yield sock
-    sock.close()
+def as_overrides(extra_resource):
+    return {"resources": [ResourceConfig(uri=extra_resource, name="Hello", scopes=["hello:read"])]}
 
 
-@pytest.fixture
-def resource(server_socket):
-    return f"http://127.0.0.1:{server_socket.getsockname()[1]}/mcp"
-
-
-@pytest.fixture
-def as_overrides(resource):
-    return {"resources": [ResourceConfig(uri=resource, name="Hello", scopes=["hello:read"])]}
-
-
-def machine_token(live_as, resource: str) -> tuple[str, str]:
-    client = live_as.register(grant_types=["client_credentials"], token_endpoint_auth_method="client_secret_basic",
-                              redirect_uris=None)
-    response = live_as.post_token({"grant_type": "client_credentials", "resource": resource},
-                                  auth=(client["client_id"], client["client_secret"]))
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"], client["client_id"]
-
-
-async def test_guarded_framework_server(live_as, framework, server_socket, resource):
+async def test_guarded_framework_server(live_as, framework, extra_socket, extra_resource):
+    resource = extra_resource
     app = load_example(framework).build_app(live_as.base_url, resource)
-    token, client_id = machine_token(live_as, resource)
-    with ThreadedServer(app, server_socket):
+    token, client_id = live_as.machine_token(resource)
+    with ThreadedServer(app, extra_socket):
         unauthenticated = httpx2.post(resource, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         result = await with_session(resource, token, lambda s: s.call_tool("hello", {}))
     assert unauthenticated.status_code == 401 and "resource_metadata=" in unauthenticated.headers["www-authenticate"]

@@ -23,15 +23,13 @@ IDENTITY_HEADER = "X-Gatehouse-Subject"
 
 
 @pytest.fixture
-def gateway_socket():
-    sock = free_socket()
-    yield sock
-    sock.close()
+def gateway_socket(extra_socket):
+    return extra_socket
 
 
 @pytest.fixture
-def gateway_uri(gateway_socket):
-    return f"http://127.0.0.1:{gateway_socket.getsockname()[1]}/mcp"
+def gateway_uri(extra_resource):
+    return extra_resource
 
 
 @pytest.fixture
@@ -78,17 +76,8 @@ def running_gateway(live_as, gateway_socket, gateway_uri, upstream_url):
         yield
 
 
-def machine_token(live_as, gateway_uri, scope: str) -> tuple[str, str]:
-    client = live_as.register(grant_types=["client_credentials"], token_endpoint_auth_method="client_secret_basic",
-                              redirect_uris=None, scope=scope)
-    token = live_as.post_token({"grant_type": "client_credentials", "resource": gateway_uri, "scope": scope},
-                               auth=(client["client_id"], client["client_secret"]))
-    assert token.status_code == 200, token.text
-    return token.json()["access_token"], client["client_id"]
-
-
 async def test_gateway_proxies_sessions_and_strips_the_token(live_as, loopback_server, gateway_socket, gateway_uri):
-    token, client_id = machine_token(live_as, gateway_uri, "tools:read")
+    token, client_id = live_as.machine_token(gateway_uri, "tools:read")
     with loopback_server(upstream_app()) as upstream, running_gateway(live_as, gateway_socket, gateway_uri, f"{upstream}/mcp"):
         async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}", IDENTITY_HEADER: "forged"}, timeout=30) as http:
             async with streamable_http_client(gateway_uri, http_client=http) as (read, write):
@@ -112,7 +101,7 @@ def test_gateway_challenges_without_token(live_as, loopback_server, gateway_sock
 
 
 def test_gateway_reports_an_upstream_that_is_down(live_as, gateway_socket, gateway_uri):
-    token, _ = machine_token(live_as, gateway_uri, "tools:read")
+    token, _ = live_as.machine_token(gateway_uri, "tools:read")
     dead = free_socket()
     dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}/mcp"
     dead.close()

@@ -49,7 +49,7 @@ from gatehouse.guard.guard import GuardedApp
 from gatehouse.serve import create_embedded_app
 from tests.conftest import LiveAS, ThreadedServer, free_socket, make_settings
 from tests.support.browser import Browser, authorize, pkce_pair
-from tests.support.mcp import with_session
+from tests.support.mcp_client import with_session
 
 REDIRECT = "http://127.0.0.1:9/callback"
 SCOPES = ["notes:read", "notes:write"]
