@@ -1,8 +1,10 @@
-"""Resource-server security cases S-RS1..S-RS6 (RS-1..RS-6), against two deployments.
+"""Resource-server security cases S-RS1..S-RS6 (RS-1..RS-6), against three deployments.
 
 - ``embedded``: the demo notes server inside ``gatehouse serve`` (guard with ``KeyRingSource``);
 - ``standalone``: a small official-SDK ``MCPServer`` behind a ``Guard`` whose verifier fetches the
-  AS's keys over HTTP (``JWKSKeySource(<AS>/jwks)``), served by its own uvicorn thread.
+  AS's keys over HTTP (``JWKSKeySource(<AS>/jwks)``), served by its own uvicorn thread;
+- ``gateway``: ``gatehouse gateway`` (the same guard) in front of the same tools served with no
+  guard at all, on a third and fourth socket.
 
 How both get tokens from the one real AS: the AS must know both resource URIs (RFC 8707) before
 it starts, and neither port is known before its socket is bound. This module therefore overrides
@@ -45,6 +47,7 @@ from gatehouse import timeutil
 from gatehouse.authserver.context import build_context
 from gatehouse.config import ResourceConfig
 from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier, Policy, current_caller
+from gatehouse.guard.gateway import HTTPUpstream, create_gateway_app
 from gatehouse.guard.guard import GuardedApp
 from gatehouse.serve import create_embedded_app
 from tests.conftest import LiveAS, ThreadedServer, free_socket, make_settings
@@ -98,7 +101,8 @@ class Env:
     users: set = field(default_factory=set)
 
 
-def standalone_app(base_url: str, issuer: str) -> tuple[Starlette, Counting]:
+def tools_server() -> MCPServer:
+    """The standalone deployments' MCP server (echo, write, whoami), unguarded."""
     mcp = MCPServer(name="standalone-test")
 
     @mcp.tool()
@@ -125,8 +129,11 @@ def standalone_app(base_url: str, issuer: str) -> tuple[Starlette, Counting]:
             "query": str(request.url.query) if request is not None else "",
         }
 
-    resource = f"{base_url}/mcp"
-    guard = Guard(
+    return mcp
+
+
+def resource_guard(resource: str, issuer: str) -> Guard:
+    return Guard(
         resource=resource,
         authorization_servers=[issuer],
         verifier=JWTVerifier(
@@ -137,28 +144,44 @@ def standalone_app(base_url: str, issuer: str) -> tuple[Starlette, Counting]:
                       default=["notes:read"], implies={"notes:write": ["notes:read"]}),
         scopes_supported=SCOPES,
     )
+
+
+def served(mcp: MCPServer, wrap) -> tuple[Starlette, Counting]:
+    """``mcp``'s Streamable HTTP app, counted, then passed through ``wrap``, with its lifespan run."""
     upstream = Counting(mcp.streamable_http_app(
         streamable_http_path="/mcp", transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)
     ))
-    guarded = guard.protect(upstream)
+    routes = wrap(upstream)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         async with mcp.session_manager.run():
             yield
 
-    app = Starlette(routes=[Route(path, guarded) for path in [*guard.metadata_paths, "/mcp"]], lifespan=lifespan)
-    return app, upstream
+    return Starlette(routes=routes, lifespan=lifespan), upstream
+
+
+def standalone_app(base_url: str, issuer: str) -> tuple[Starlette, Counting]:
+    guard = resource_guard(f"{base_url}/mcp", issuer)
+    return served(tools_server(), lambda upstream: [Route(p, guard.protect(upstream)) for p in [*guard.metadata_paths, "/mcp"]])
+
+
+def gateway_apps(gateway_base: str, upstream_base: str, issuer: str) -> tuple[Starlette, Starlette, Counting]:
+    """``gatehouse gateway`` in front of the same tools served with no guard at all."""
+    upstream_app, upstream = served(tools_server(), lambda app: [Route("/mcp", app)])
+    gateway = create_gateway_app(resource_guard(f"{gateway_base}/mcp", issuer), HTTPUpstream(f"{upstream_base}/mcp"), "/mcp")
+    return gateway, upstream_app, upstream
 
 
 @pytest.fixture
 def env(tmp_path, store_url):
-    as_sock, rs_sock = free_socket(), free_socket()
-    as_port, rs_port = as_sock.getsockname()[1], rs_sock.getsockname()[1]
-    as_base, rs_base = f"http://127.0.0.1:{as_port}", f"http://127.0.0.1:{rs_port}"
+    as_sock, rs_sock, gw_sock, up_sock = free_socket(), free_socket(), free_socket(), free_socket()
+    as_base, rs_base, gw_base, up_base = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (as_sock, rs_sock, gw_sock, up_sock))
+    as_port = as_sock.getsockname()[1]
     settings = make_settings(tmp_path, store_url, as_port, resources=[
         ResourceConfig(uri=f"{as_base}/mcp", name="Demo notes", scopes=SCOPES),
         ResourceConfig(uri=f"{rs_base}/mcp", name="Standalone", scopes=SCOPES),
+        ResourceConfig(uri=f"{gw_base}/mcp", name="Gateway", scopes=SCOPES),
     ])
     ctx = build_context(settings)
     embedded = create_embedded_app(ctx)
@@ -166,8 +189,14 @@ def env(tmp_path, store_url):
     embedded_upstream = guarded.app = Counting(guarded.app)
     jwks_requests = Counting(embedded, "/jwks")
     rs_app, rs_upstream = standalone_app(rs_base, as_base)
+    gw_app, up_app, gw_upstream = gateway_apps(gw_base, up_base, as_base)
     try:
-        with ThreadedServer(jwks_requests, as_sock), ThreadedServer(rs_app, rs_sock):
+        with (
+            ThreadedServer(jwks_requests, as_sock),
+            ThreadedServer(rs_app, rs_sock),
+            ThreadedServer(up_app, up_sock),
+            ThreadedServer(gw_app, gw_sock),
+        ):
             yield Env(
                 LiveAS(as_base, ctx, settings),
                 jwks_requests,
@@ -175,6 +204,7 @@ def env(tmp_path, store_url):
                     "embedded": Deployment("embedded", as_base, embedded_upstream, "list_notes", "add_note", "notes:write",
                                            settings.clock_leeway),
                     "standalone": Deployment("standalone", rs_base, rs_upstream, "echo", "write", "notes:read notes:write", 30),
+                    "gateway": Deployment("gateway", gw_base, gw_upstream, "echo", "write", "notes:read notes:write", 30),
                 },
             )
     finally:
@@ -182,7 +212,7 @@ def env(tmp_path, store_url):
         timeutil.reset()
 
 
-@pytest.fixture(params=["embedded", "standalone"])
+@pytest.fixture(params=["embedded", "standalone", "gateway"])
 def dep(request, env) -> Deployment:
     return env.deployments[request.param]
 

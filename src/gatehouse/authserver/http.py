@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -64,9 +65,10 @@ async def prepare(request: Request, issuer: str, *, limit: int, body: str = "for
             prepared.form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
             raise BadRequestBody(400, "invalid_request", "the request body is not valid UTF-8") from None
-        for key, _ in prepared.form:
-            if sum(1 for k, _ in prepared.form if k == key) > 1 and key != "resource":
-                raise BadRequestBody(400, "invalid_request", f"the parameter {key!r} is repeated (RFC 6749 section 3.2)")
+        counts = Counter(key for key, _ in prepared.form)
+        repeated = next((key for key, n in counts.items() if n > 1 and key != "resource"), None)
+        if repeated is not None:
+            raise BadRequestBody(400, "invalid_request", f"the parameter {repeated!r} is repeated (RFC 6749 section 3.2)")
         return prepared
     if _media_type(request) != "application/json":
         raise BadRequestBody(400, "invalid_client_metadata", "send client metadata as application/json")
