@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flow import FlowError
 from loadgen import LoadResult, run_load
-from servers import ServerError, stop_all
+from servers import ServerError, run_to_completion
 from suites import (
     BENCH_DIR,
     RunConfig,
@@ -385,15 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         f"uvicorn loop/http: {'uvloop' if env['uvloop'] else 'asyncio'}/{'httptools' if env['httptools'] else 'h11'}"
     )
     rows: list[Row] = []
-    interrupted = False
     started = time.monotonic()
-    try:
-        asyncio.run(run_all(args, server_cpu, rows))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        interrupted = True
-        _log("interrupted; servers stopped")
-    finally:
-        stop_all()
+    interrupted = run_to_completion(run_all(args, server_cpu, rows))
     if not rows:
         print("no scenario completed")
         return 130 if interrupted else 1

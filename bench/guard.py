@@ -65,7 +65,7 @@ from servers import (
     ServerTracker,
     free_port,
     process_cpu_seconds,
-    stop_all,
+    run_to_completion,
 )
 from suites import BENCH_DIR
 
@@ -830,15 +830,8 @@ def main(argv: list[str] | None = None) -> int:
         f"server core {server_cpu}, generator core {env['client_cpu']}; load average {env['loadavg_before'][0]:.2f}"
     )
     rows: dict[str, Row] = {}
-    interrupted = False
     started = time.monotonic()
-    try:
-        asyncio.run(run_all(args, server_cpu, rows))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        interrupted = True
-        _log("interrupted; servers stopped")
-    finally:
-        stop_all()
+    interrupted = run_to_completion(run_all(args, server_cpu, rows))
     if not rows:
         print("no server measured")
         return 130 if interrupted else 1
@@ -871,9 +864,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         draw_chart(rows, chart, subtitle)
         print(f"chart written to {chart}")
-        if not args.no_copy:
+        complete = not args.quick and not args.only and not interrupted and len(rows) == len(SERVERS)
+        if not args.no_copy and complete:
             shutil.copyfile(chart, BENCH_DIR / CHART)
             print(f"chart copied to {BENCH_DIR / CHART}")
+        elif not args.no_copy:
+            print(f"the committed chart {BENCH_DIR / CHART} is left as it is: only a full run replaces it")
     return 130 if interrupted else 0
 
 

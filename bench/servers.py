@@ -179,6 +179,21 @@ def stop_all() -> None:
 atexit.register(stop_all)
 
 
+def run_to_completion(main) -> bool:
+    """Run the benchmark coroutine ``main``; stop every server on the way out.
+
+    Returns True when the run was interrupted (Ctrl-C), False when it finished.
+    """
+    try:
+        asyncio.run(main)
+        return False
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; servers stopped", file=sys.stderr, flush=True)
+        return True
+    finally:
+        stop_all()
+
+
 # --------------------------------------------------------------------------------------------
 # CPU accounting
 # --------------------------------------------------------------------------------------------
