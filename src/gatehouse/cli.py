@@ -131,7 +131,11 @@ def gateway(
     import uvicorn
 
     from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier, Policy
-    from gatehouse.guard.gateway import HTTPUpstream, create_gateway_app, discover_jwks_uri
+    from gatehouse.guard.gateway import (
+        HTTPUpstream,
+        create_gateway_app,
+        discover_jwks_uri,
+    )
     from gatehouse.guard.policy import PolicyError
 
     issuer = issuer.rstrip("/")

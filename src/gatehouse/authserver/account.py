@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 
 from gatehouse.authserver import audit
 from gatehouse.authserver.clients import load_stored_client
-from gatehouse.authserver.http import BadRequestBody, read_body
+from gatehouse.authserver.http import BadRequestBody, prepare
 from gatehouse.authserver.pages import PAGE_HEADERS, error_page, render
 from gatehouse.authserver.ratelimit import RateLimited
 from gatehouse.authserver.tokens import revoke_grants_of
@@ -39,13 +39,8 @@ class AccountPages:
         return default
 
     async def _form(self, request: Request) -> dict[str, str]:
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
-            raise BadRequestBody(400, "invalid_request", "this form must be posted as application/x-www-form-urlencoded")
-        raw = await read_body(request, self.ctx.settings.max_body_bytes)
-        try:
-            return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError:
-            raise BadRequestBody(400, "invalid_request", "the form is not valid UTF-8") from None
+        prepared = await prepare(request, self.ctx.issuer, limit=self.ctx.settings.max_body_bytes, body="form")
+        return dict(prepared.form)
 
     def _client_label(self, next_url: str) -> str | None:
         """The name of the app the user is signing in for, without fetching anything."""

@@ -37,6 +37,7 @@ from gatehouse.authserver.pages import PAGE_HEADERS, error_page, render
 from gatehouse.store.models import Consent, User
 from gatehouse.timeutil import utcnow
 
+
 class LoginRequired(OAuth2Error):
     """OIDC Core section 3.1.2.6, for ``prompt=none`` without a signed-in user."""
 

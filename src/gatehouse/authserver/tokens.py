@@ -23,7 +23,6 @@ from gatehouse.instance_secrets import new_token, token_hash
 from gatehouse.store.models import AccessToken, Grant, RefreshToken, Revocation, User
 from gatehouse.timeutil import epoch, utcnow
 
-
 # Statements of the token endpoint's hot path, built once (bench/authserver.py: building and
 # hashing a statement per call cost more than running it on SQLite).
 _INSERT_ACCESS_TOKEN = insert(AccessToken.__table__)

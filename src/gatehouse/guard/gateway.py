@@ -8,7 +8,6 @@ it), and turns an upstream that is down, slow or cut off into a 502 or 504 that 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -17,6 +16,7 @@ import httpx2
 from starlette.types import Receive, Scope, Send
 
 from gatehouse.guard import caller as caller_context
+from gatehouse.guard.asgi import jsonrpc_error, send_json
 
 log = logging.getLogger("gatehouse.gateway")
 
@@ -105,10 +105,7 @@ async def _request_body(receive: Receive):
 
 
 async def _gateway_error(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": message}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status, jsonrpc_error(-32603, message))
 
 
 def discover_jwks_uri(issuer: str, timeout: float = 10.0) -> str:

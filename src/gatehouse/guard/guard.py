@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.guard import caller as caller_context
+from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
 from gatehouse.guard.policy import Policy
 from gatehouse.guard.verifier import JWTVerifier, TokenRejected
 
@@ -106,7 +107,7 @@ class GuardedApp:
         first: Message | None = None
         messages: list[dict] = []
         if scope["method"] == "POST":
-            first, body, too_large = await _read_body(receive, MAX_BODY)
+            first, body, too_large = await read_body(receive, MAX_BODY)
             if too_large:
                 await _json_error(send, 413, "invalid_request", f"the request body is larger than {MAX_BODY} bytes")
                 return
@@ -164,9 +165,9 @@ class GuardedApp:
 
     async def _serve_metadata(self, scope: Scope, send: Send) -> None:
         if scope["method"] == "OPTIONS":
-            await _respond(send, 204, b"", [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"GET")])
+            await send_bytes(send, 204, b"", [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"GET")])
             return
-        await _respond(
+        await send_bytes(
             send, 200, self._metadata_body,
             [(b"content-type", b"application/json"), (b"access-control-allow-origin", b"*"), (b"cache-control", b"public, max-age=300")],
         )
@@ -189,28 +190,6 @@ def _jsonrpc_messages(body: bytes) -> list[dict]:
     return items
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[Message | None, bytes, bool]:
-    """The whole body, as one ``http.request`` message to hand on, its bytes, and whether it was too large."""
-    message = await receive()
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body = message.get("body", b"")
-        if len(body) > limit:
-            return None, b"", True
-        return message, body, False
-    chunks = bytearray()
-    while True:
-        if message["type"] == "http.disconnect":
-            break
-        chunks.extend(message.get("body", b""))
-        if len(chunks) > limit:
-            return None, b"", True
-        if not message.get("more_body", False):
-            break
-        message = await receive()
-    body = bytes(chunks)
-    return {"type": "http.request", "body": body, "more_body": False}, body, False
-
-
 def _replay(first: Message, receive: Receive) -> Receive:
     sent = False
 
@@ -224,21 +203,15 @@ def _replay(first: Message, receive: Receive) -> Receive:
     return replay
 
 
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _json_error(send: Send, status: int, error: str, description: str, challenge: str | None = None) -> None:
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    headers = [(b"cache-control", b"no-store")]
     if challenge:
         headers.append((b"www-authenticate", challenge.encode()))
-    await _respond(send, status, json.dumps({"error": error, "error_description": description}).encode(), headers)
+    await send_json(send, status, {"error": error, "error_description": description}, headers)
 
 
 async def _jsonrpc_parse_error(send: Send) -> None:
-    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error: the body is not a JSON-RPC message"}}
-    await _respond(send, 400, json.dumps(body).encode(), [(b"content-type", b"application/json")])
+    await send_json(send, 400, jsonrpc_error(-32700, "Parse error: the body is not a JSON-RPC message"))
 
 
 class _ToolListFilter:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 from starlette.types import Receive, Scope, Send
 
+from gatehouse.guard.asgi import jsonrpc_error, read_body, send_json
+
 log = logging.getLogger("gatehouse.gateway.stdio")
 
 SESSION_HEADER = b"mcp-session-id"
@@ -88,32 +90,35 @@ class StdioUpstream:
             session = self.sessions.pop(session_id, None) if session_id else None
             if session is not None:
                 await self._stop(session)
-            await _plain(send, 200 if session else 404, {} if session else _error(-32001, "session not found"))
+            await send_json(send, 200 if session else 404, {} if session else jsonrpc_error(-32001, "session not found"))
         else:
-            await _plain(send, 405, _error(-32600, "use POST, GET or DELETE"))
+            await send_json(send, 405, jsonrpc_error(-32600, "use POST, GET or DELETE"))
 
     async def _post(self, scope: Scope, receive: Receive, send: Send, session_id: str | None) -> None:
-        body = await _body(receive)
+        _, body, too_large = await read_body(receive, MAX_LINE)
+        if too_large:
+            await send_json(send, 413, jsonrpc_error(-32600, f"the request body is larger than {MAX_LINE} bytes"))
+            return
         try:
             data = json.loads(body)
             messages = data if isinstance(data, list) else [data]
             if not messages or not all(isinstance(m, dict) for m in messages):
                 raise ValueError
         except ValueError:
-            await _plain(send, 400, _error(-32700, "the body is not a JSON-RPC message"))
+            await send_json(send, 400, jsonrpc_error(-32700, "the body is not a JSON-RPC message"))
             return
         if session_id is None:
             if not any(m.get("method") == "initialize" for m in messages):
-                await _plain(send, 400, _error(-32600, "start a session with an initialize request"))
+                await send_json(send, 400, jsonrpc_error(-32600, "start a session with an initialize request"))
                 return
             session = await self._start()
             if session is None:
-                await _plain(send, 503, _error(-32603, "too many sessions, or the MCP server command cannot start"))
+                await send_json(send, 503, jsonrpc_error(-32603, "too many sessions, or the MCP server command cannot start"))
                 return
         else:
             session = self.sessions.get(session_id)
             if session is None or session.closed:
-                await _plain(send, 404, _error(-32001, "session not found; start a new one with initialize"))
+                await send_json(send, 404, jsonrpc_error(-32001, "session not found; start a new one with initialize"))
                 return
         requests = [m for m in messages if "method" in m and "id" in m]
         queue: asyncio.Queue = asyncio.Queue()
@@ -139,7 +144,7 @@ class StdioUpstream:
                     if _is_response(message):
                         answers.append(message)
                 answer = answers[0] if not isinstance(data, list) else answers
-                await _plain(send, 200, answer, headers)
+                await send_json(send, 200, answer, headers)
         finally:
             for request in requests:
                 session.waiting.pop(_id_key(request["id"]), None)
@@ -147,7 +152,7 @@ class StdioUpstream:
     async def _listen(self, scope: Scope, send: Send, session_id: str | None) -> None:
         session = self.sessions.get(session_id) if session_id else None
         if session is None:
-            await _plain(send, 404, _error(-32001, "session not found"))
+            await send_json(send, 404, jsonrpc_error(-32001, "session not found"))
             return
         queue: asyncio.Queue = asyncio.Queue()
         session.listeners.add(queue)
@@ -215,31 +220,8 @@ class StdioUpstream:
         self.sessions.clear()
 
 
-def _error(code: int, message: str) -> dict:
-    return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
-
-
 def _event(message: dict) -> bytes:
     return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.extend(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return bytes(chunks)
-
-
-async def _plain(send: Send, status: int, body: object, headers: list | None = None) -> None:
-    payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *(headers or [])]})
-    await send({"type": "http.response.body", "body": payload})
 
 
 async def _stream_answers(send: Send, headers: list, queue: asyncio.Queue, expected: int) -> None:
