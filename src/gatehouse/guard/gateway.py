@@ -8,6 +8,7 @@ it), and turns an upstream that is down, slow or cut off into a 502 or 504 that 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -16,7 +17,10 @@ import httpx2
 from starlette.types import Receive, Scope, Send
 
 from gatehouse.guard import caller as caller_context
-from gatehouse.guard.asgi import jsonrpc_error, send_json
+from gatehouse.guard.asgi import jsonrpc_error, read_body, send_json
+from gatehouse.guard.guard import JSONRPC_MESSAGES_KEY, MAX_BODY
+from gatehouse.guard.sse import EventRelay, open_request_ids
+from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamPool, UpstreamTimeout
 
 log = logging.getLogger("gatehouse.gateway")
 
@@ -25,10 +29,16 @@ HOP_BY_HOP = {
     b"transfer-encoding", b"upgrade", b"host", b"content-length",
 }
 NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"cookie"}
+FORWARDED_METHODS = {"GET", "POST", "DELETE", "OPTIONS"}
+_HOLD_JSON_UP_TO = 1024 * 1024
 
 
 class HTTPUpstream:
-    """An ASGI app that forwards every request to ``upstream`` (an MCP endpoint URL)."""
+    """An ASGI app that forwards every request to ``upstream`` (an MCP endpoint URL).
+
+    ``read_timeout`` bounds the wait for the upstream's response head and, except in an SSE
+    stream (which may rightly stay quiet for long), each silence inside a response body.
+    """
 
     def __init__(
         self,
@@ -40,22 +50,19 @@ class HTTPUpstream:
         read_timeout: float = 300.0,
     ):
         parts = urlsplit(upstream)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the upstream must be an http(s) URL, got {upstream!r}")
         self.upstream = upstream.rstrip("/")
+        self.path = (parts.path.rstrip("/") or "/").encode()
+        self.read_timeout = read_timeout
         self.upstream_headers = [(k.lower().encode(), v.encode()) for k, v in upstream_headers]
         self.identity_header = identity_header.lower().encode() if identity_header else None
-        self.client = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(connect=connect_timeout, read=read_timeout, write=30.0, pool=connect_timeout),
-            trust_env=False,
-            follow_redirects=False,
-            limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
-        )
+        self.pool = UpstreamPool(upstream, connect_timeout=connect_timeout, read_timeout=read_timeout)
 
     def _headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in NOT_FORWARDED]
+        headers = [(k, v) for k, v in scope["headers"] if k not in NOT_FORWARDED]
         if self.identity_header:
-            headers = [(k, v) for k, v in headers if k.lower() != self.identity_header]
+            headers = [(k, v) for k, v in headers if k != self.identity_header]
             caller = scope.get(caller_context.SCOPE_KEY)
             if caller is not None:
                 headers.append((self.identity_header, caller.subject.encode()))
@@ -64,44 +71,92 @@ class HTTPUpstream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        method = scope["method"]
+        if method not in FORWARDED_METHODS:
+            await send_json(send, 405, jsonrpc_error(-32600, f"{method} is not part of the MCP Streamable HTTP transport"),
+                            [(b"allow", b"GET, POST, DELETE")])
+            return
+        _, body, too_large = await read_body(receive, MAX_BODY)
+        if too_large:
+            await send_json(send, 413, jsonrpc_error(-32600, f"the request body is larger than {MAX_BODY} bytes"))
+            return
         query = scope.get("query_string", b"")
-        url = self.upstream + (f"?{query.decode('latin-1')}" if query else "")
-        request = self.client.build_request(scope["method"], url, headers=self._headers(scope), content=_request_body(receive))
+        target = self.path + b"?" + query if query else self.path
         try:
-            response = await self.client.send(request, stream=True)
-        except httpx2.TimeoutException:
+            response = await self.pool.request(method, target, self._headers(scope), body)
+        except UpstreamTimeout:
             await _gateway_error(send, 504, "the upstream MCP server did not answer in time")
             return
-        except httpx2.HTTPError as exc:
-            log.warning("upstream %s unreachable: %s", self.upstream, exc)
-            await _gateway_error(send, 502, "the upstream MCP server cannot be reached")
+        except UpstreamError as exc:
+            log.warning("upstream %s: %s", self.upstream, exc)
+            await _gateway_error(send, 502, f"{exc}; try again later")
             return
-        try:
-            headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]
-            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-            try:
-                async for chunk in response.aiter_raw():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx2.HTTPError as exc:
-                log.warning("upstream %s broke the stream: %s", self.upstream, exc)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await response.aclose()
+        headers = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
+        if (response.header(b"content-type") or b"").startswith(b"text/event-stream"):
+            relay = EventRelay(open_request_ids(scope.get(JSONRPC_MESSAGES_KEY) or []))
+            await _relay_event_stream(response, relay, headers, receive, send, self.upstream)
+        else:
+            await _relay_response(response, headers, send, self.read_timeout, self.upstream)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        self.pool.close()
 
 
-async def _request_body(receive: Receive):
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
+async def _relay_response(response, headers, send: Send, idle_timeout: float, upstream: str) -> None:
+    """A plain response: held until whole (up to 1 MiB), so a break before the end can still become a 502."""
+    held: list[bytes] = []
+    size = 0
+    started = False
+    try:
+        async for chunk in response.chunks(idle_timeout):
+            if started:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                continue
+            held.append(chunk)
+            size += len(chunk)
+            if size > _HOLD_JSON_UP_TO:
+                started = True
+                await send({"type": "http.response.start", "status": response.status, "headers": headers})
+                await send({"type": "http.response.body", "body": b"".join(held), "more_body": True})
+    except UpstreamError as exc:
+        log.warning("upstream %s: %s", upstream, exc)
+        if not started:
+            await _gateway_error(send, 504 if isinstance(exc, UpstreamTimeout) else 502, f"{exc}; try again later")
             return
-        body = message.get("body", b"")
-        if body:
-            yield body
-        if not message.get("more_body", False):
-            return
+    if started:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    body = b"".join(held)
+    await send({"type": "http.response.start", "status": response.status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _relay_event_stream(response, relay: EventRelay, headers, receive: Receive, send: Send, upstream: str) -> None:
+    """An SSE stream, event by event as it arrives; a client that leaves closes the upstream connection."""
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    watcher = asyncio.create_task(_abort_when_client_leaves(receive, response))
+    try:
+        async for chunk in response.chunks(None):
+            events = relay.whole_events(chunk)
+            if events:
+                await send({"type": "http.response.body", "body": events, "more_body": True})
+    except UpstreamBroken as exc:
+        if not watcher.done():
+            log.warning("upstream %s: %s", upstream, exc)
+            errors = relay.errors_for_open_requests(f"{exc}; the request may not have been carried out, try again")
+            if errors:
+                await send({"type": "http.response.body", "body": errors, "more_body": True})
+    except UpstreamError as exc:
+        log.warning("upstream %s: %s", upstream, exc)
+    finally:
+        watcher.cancel()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _abort_when_client_leaves(receive: Receive, response) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    response.abort()
 
 
 async def _gateway_error(send: Send, status: int, message: str) -> None:
@@ -138,20 +193,33 @@ def discover_jwks_uri(issuer: str, timeout: float = 10.0) -> str:
     raise LookupError("cannot find the authorization server's keys: " + "; ".join(problems))
 
 
-def create_gateway_app(guard, upstream: HTTPUpstream, path: str):
-    """The gateway: metadata routes and ``path`` guarded, forwarded to ``upstream``."""
-    import contextlib
+def create_gateway_app(guard, upstream, path: str):
+    """The gateway's ASGI app: the guard's metadata routes and ``path``, forwarded to ``upstream``."""
+    return GatewayApp(guard, upstream, path)
 
-    from starlette.applications import Starlette
-    from starlette.routing import Route
 
-    guarded = guard.protect(upstream)
+class GatewayApp:
+    """Routes by exact path, without a router: the gateway serves one endpoint and its metadata."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        try:
-            yield
-        finally:
-            await upstream.aclose()
+    def __init__(self, guard, upstream, path: str):
+        self.guarded = guard.protect(upstream)
+        self.upstream = upstream
+        self.paths = {*guard.metadata_paths, path}
 
-    return Starlette(routes=[Route(p, guarded) for p in [*guard.metadata_paths, path]], lifespan=lifespan)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http" and scope["path"] in self.paths:
+            await self.guarded(scope, receive, send)
+        elif scope["type"] == "http":
+            await send_json(send, 404, {"error": "not_found", "error_description": f"nothing is served at {scope['path']}"})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.upstream.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -24,6 +24,7 @@ from gatehouse.guard.verifier import JWTVerifier, TokenRejected
 
 PRM_PATH = "/.well-known/oauth-protected-resource"
 MAX_BODY = 4 * 1024 * 1024
+JSONRPC_MESSAGES_KEY = "gatehouse.jsonrpc_messages"  # the POST body's messages, parsed once, for the app behind
 
 
 def _quote(value: str) -> str:
@@ -152,6 +153,7 @@ class GuardedApp:
             return
 
         scope[caller_context.SCOPE_KEY] = caller
+        scope[JSONRPC_MESSAGES_KEY] = messages
         # handlers learn who calls from the Caller, never the token itself (no passthrough, RS-8)
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
         token_binding = caller_context.bind(caller)
