@@ -110,3 +110,22 @@ def test_gateway_reports_an_upstream_that_is_down(live_as, gateway_socket, gatew
                                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert response.status_code == 502
     assert "cannot be reached" in response.json()["error"]["message"]
+
+
+def test_a_session_id_alone_lets_no_other_caller_in(live_as, loopback_server, gateway_socket, gateway_uri):
+    """MCP security best practices, "Session Hijacking": the gateway binds each upstream session to its caller."""
+    owner, _ = live_as.machine_token(gateway_uri, "tools:read")
+    intruder, _ = live_as.machine_token(gateway_uri, "tools:read")
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    list_tools = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    accept = {"Accept": "application/json, text/event-stream"}
+    with loopback_server(upstream_app()) as upstream, running_gateway(live_as, gateway_socket, gateway_uri, f"{upstream}/mcp"):
+        started = httpx2.post(gateway_uri, json=initialize, headers={**accept, "Authorization": f"Bearer {owner}"})
+        session = {"Mcp-Session-Id": started.headers["mcp-session-id"], **accept}
+        hijack = httpx2.post(gateway_uri, json=list_tools, headers={**session, "Authorization": f"Bearer {intruder}"})
+        hijack_delete = httpx2.delete(gateway_uri, headers={**session, "Authorization": f"Bearer {intruder}"})
+        own = httpx2.post(gateway_uri, json=list_tools, headers={**session, "Authorization": f"Bearer {owner}"})
+    assert started.status_code == 200
+    assert hijack.status_code == 404 and hijack_delete.status_code == 404
+    assert own.status_code == 200 and "whoami" in own.text, "the owner's session was left intact"
