@@ -110,6 +110,7 @@ def test_gateway_reports_an_upstream_that_is_down(live_as, gateway_socket, gatew
                                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert response.status_code == 502
     assert "cannot be reached" in response.json()["error"]["message"]
+    assert response.json()["id"] == 1, "the error answers the request it was for"
 
 
 def test_a_session_id_alone_lets_no_other_caller_in(live_as, loopback_server, gateway_socket, gateway_uri):

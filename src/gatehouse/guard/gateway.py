@@ -90,14 +90,11 @@ class HTTPUpstream:
             return
         query = scope.get("query_string", b"")
         target = self.path + b"?" + query if query else self.path
+        messages = scope.get(JSONRPC_MESSAGES_KEY) or []
         try:
             response = await self.pool.request(method, target, self._headers(scope), body)
-        except UpstreamTimeout:
-            await _gateway_error(send, 504, "the upstream MCP server did not answer in time")
-            return
         except UpstreamError as exc:
-            log.warning("upstream %s: %s", self.upstream, exc)
-            await _gateway_error(send, 502, f"{exc}; try again later")
+            await _gateway_error(send, exc, messages, self.upstream)
             return
         headers = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
         if session_id is None and response.status < 300:
@@ -107,10 +104,10 @@ class HTTPUpstream:
         elif method == "DELETE" and response.status < 300:
             self.session_owners.forget(session_id)
         if (response.header(b"content-type") or b"").startswith(b"text/event-stream"):
-            relay = EventRelay(open_request_ids(scope.get(JSONRPC_MESSAGES_KEY) or []))
+            relay = EventRelay(open_request_ids(messages))
             await _relay_event_stream(response, relay, headers, receive, send, self.upstream)
         else:
-            await _relay_response(response, headers, send, self.read_timeout, self.upstream)
+            await _relay_response(response, headers, send, self.read_timeout, self.upstream, messages)
 
     async def aclose(self) -> None:
         self.pool.close()
@@ -149,7 +146,7 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
-async def _relay_response(response, headers, send: Send, idle_timeout: float, upstream: str) -> None:
+async def _relay_response(response, headers, send: Send, idle_timeout: float, upstream: str, messages: list[dict]) -> None:
     """A plain response: held until whole (up to 1 MiB), so a break before the end can still become a 502."""
     held: list[bytes] = []
     size = 0
@@ -166,10 +163,10 @@ async def _relay_response(response, headers, send: Send, idle_timeout: float, up
                 await send({"type": "http.response.start", "status": response.status, "headers": headers})
                 await send({"type": "http.response.body", "body": b"".join(held), "more_body": True})
     except UpstreamError as exc:
-        log.warning("upstream %s: %s", upstream, exc)
         if not started:
-            await _gateway_error(send, 504 if isinstance(exc, UpstreamTimeout) else 502, f"{exc}; try again later")
+            await _gateway_error(send, exc, messages, upstream)
             return
+        log.warning("upstream %s: %s", upstream, exc)
     if started:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
@@ -206,8 +203,14 @@ async def _abort_when_client_leaves(receive: Receive, response) -> None:
     response.abort()
 
 
-async def _gateway_error(send: Send, status: int, message: str) -> None:
-    await send_json(send, status, jsonrpc_error(-32603, message))
+async def _gateway_error(send: Send, exc: UpstreamError, messages: list[dict], upstream: str) -> None:
+    """502, or 504 for a timeout, with a JSON-RPC error that names the request when there was one."""
+    log.warning("upstream %s: %s", upstream, exc)
+    body = jsonrpc_error(-32603, f"{exc}; try again later")
+    requests = open_request_ids(messages)
+    if len(requests) == 1:
+        body["id"] = next(iter(requests))
+    await send_json(send, 504 if isinstance(exc, UpstreamTimeout) else 502, body)
 
 
 def discover_jwks_uri(issuer: str, timeout: float = 10.0) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import time
 from urllib.parse import urlsplit
 
 import httptools
@@ -35,6 +36,7 @@ class UpstreamBroken(UpstreamError):
 
 
 _PAUSE_ABOVE = 256 * 1024
+IDEMPOTENT_METHODS = {"GET", "DELETE", "OPTIONS"}
 
 
 class UpstreamResponse:
@@ -117,7 +119,7 @@ class _Connection(asyncio.Protocol):
         self._received_any = False
         self._paused = False
         self.closed = False
-        self.reused = False
+        self.idle_since = 0.0
 
     # asyncio.Protocol
 
@@ -219,7 +221,10 @@ class _Connection(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections to one upstream origin, reused one request at a time."""
 
-    def __init__(self, url: str, *, connect_timeout: float, read_timeout: float, max_idle: int = 64):
+    def __init__(
+        self, url: str, *, connect_timeout: float, read_timeout: float, max_idle: int = 64, reuse_within: float = 4.0
+    ):
+        """``reuse_within``: seconds an idle connection is reused for, under the common 5 s keep-alive of servers."""
         parts = urlsplit(url)
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -230,6 +235,7 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.max_idle = max_idle
+        self.reuse_within = reuse_within
         self._idle: collections.deque[_Connection] = collections.deque()
 
     async def request(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> UpstreamResponse:
@@ -246,16 +252,20 @@ class UpstreamPool:
             try:
                 return await connection.send(head, body, self.read_timeout)
             except UpstreamUnreachable:
-                pass  # an idle connection the upstream had already closed: one new try is safe
+                # the upstream closed the idle connection as the request went out; a POST may
+                # have been acted on, so only idempotent methods are sent again (RFC 9112 section 9.3.1)
+                if method not in IDEMPOTENT_METHODS:
+                    raise
         connection = await self._connect()
         return await connection.send(head, body, self.read_timeout)
 
     def _reusable(self) -> _Connection | None:
+        fresh_after = time.monotonic() - self.reuse_within
         while self._idle:
             connection = self._idle.pop()
-            if connection.usable:
-                connection.reused = True
+            if connection.usable and connection.idle_since > fresh_after:
                 return connection
+            connection.close()
         return None
 
     async def _connect(self) -> _Connection:
@@ -271,6 +281,7 @@ class UpstreamPool:
         return connection
 
     def _release(self, connection: _Connection) -> None:
+        connection.idle_since = time.monotonic()
         if len(self._idle) < self.max_idle:
             self._idle.append(connection)
         else:
