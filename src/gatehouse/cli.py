@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 failure, 2 usage error. Every error says what went wrong and
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sys
 from datetime import timedelta
@@ -111,6 +112,72 @@ def serve(
         fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}", "choose another --port or stop what uses it")
 
 
+INTROSPECTION_SECRET_ENV = "GATEHOUSE_INTROSPECTION_CLIENT_SECRET"
+
+
+def token_verifier(
+    issuer: str, resource: str, *, jwks_uri: str | None, algorithms: list[str], introspection_endpoint: str | None,
+    introspect: bool, client_id: str | None, client_secret_file: Path | None, client_auth_method: str,
+):
+    """The gateway's verifier: JWTs with the AS's keys, or introspection (RFC 7662) with client credentials."""
+    from gatehouse.guard import IntrospectionVerifier, JWKSKeySource, JWTVerifier
+    from gatehouse.guard.gateway import discover_jwks_uri
+    from gatehouse.guard.introspection import AUTH_METHODS, discover_introspection_endpoint
+
+    def usage(message: str) -> None:
+        err.print(f"error: {message}", highlight=False)
+        raise typer.Exit(2)
+
+    if not (introspection_endpoint or introspect):
+        if client_id or client_secret_file:
+            usage("--client-id and --client-secret-file are for introspection: add --introspection-endpoint URL or --introspect")
+        try:
+            keys_at = jwks_uri or discover_jwks_uri(issuer)
+        except LookupError as exc:
+            fail(str(exc), "check --issuer, or give --jwks-uri")
+        return JWTVerifier(issuers=[issuer], audience=resource, keys=JWKSKeySource(keys_at), algorithms=algorithms)
+    if introspection_endpoint and introspect:
+        usage("give --introspection-endpoint URL or --introspect, not both")
+    if jwks_uri:
+        usage("--jwks-uri is for JWT access tokens; with introspection the authorization server checks the tokens")
+    if client_auth_method not in AUTH_METHODS:
+        usage(f"--client-auth-method must be one of: {', '.join(AUTH_METHODS)}")
+    if not client_id:
+        fail("introspection needs this gateway's client credentials: give --client-id",
+             "register them with `gatehouse clients add --name NAME --resource-server RESOURCE_URI`")
+    secret = read_client_secret(client_secret_file)
+    if introspect:
+        try:
+            introspection_endpoint = discover_introspection_endpoint(issuer)
+        except LookupError as exc:
+            fail(str(exc), "check --issuer, or give --introspection-endpoint URL")
+    try:
+        return IntrospectionVerifier(
+            endpoint=introspection_endpoint, client_id=client_id, client_secret=secret, issuers=[issuer],
+            audience=resource, auth_method=client_auth_method,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def read_client_secret(path: Path | None) -> str:
+    """From ``path``, else the environment; never from the command line, where others can read it."""
+    import os
+
+    if path is None:
+        secret = os.environ.get(INTROSPECTION_SECRET_ENV, "").strip()
+        if not secret:
+            fail(f"introspection needs the client secret: give --client-secret-file PATH or set {INTROSPECTION_SECRET_ENV}")
+        return secret
+    try:
+        secret = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read the client secret from {path}: {getattr(exc, 'strerror', None) or exc}")
+    if not secret:
+        fail(f"the client secret file {path} is empty")
+    return secret
+
+
 @app.command()
 def gateway(
     issuer: Annotated[str, typer.Option(help="Issuer of the authorization server whose tokens are accepted.")],
@@ -121,8 +188,16 @@ def gateway(
     path: Annotated[str, typer.Option(help="Path of the guarded MCP endpoint.")] = "/mcp",
     resource: Annotated[Optional[str], typer.Option(help="Public URL of the guarded endpoint (default http://HOST:PORT/PATH).")] = None,
     jwks_uri: Annotated[Optional[str], typer.Option(help="The AS's JWKS (default: from its metadata).")] = None,
+    introspection_endpoint: Annotated[Optional[str], typer.Option(help="Check tokens by RFC 7662 introspection at this URL, not as JWTs.")] = None,
+    introspect: Annotated[bool, typer.Option("--introspect", help="Check tokens by introspection at the endpoint the AS's metadata names.")] = False,
+    client_id: Annotated[Optional[str], typer.Option("--client-id", help="This gateway's client_id at the AS, for introspection.")] = None,
+    client_secret_file: Annotated[Optional[Path], typer.Option(help=f"File holding the client secret for introspection (or env {INTROSPECTION_SECRET_ENV}).")] = None,
+    client_auth_method: Annotated[str, typer.Option(help="client_secret_basic or client_secret_post, for introspection.")] = "client_secret_basic",
     policy: Annotated[Optional[Path], typer.Option(help="Policy file (TOML): scopes per tool and method.")] = None,
     upstream_header: Annotated[list[str], typer.Option(help="'Name: value' sent to the upstream (repeatable).")] = [],
+    upstream_headers_file: Annotated[Optional[Path], typer.Option(help="File of 'Name: value' lines sent to the upstream: credentials kept off the command line.")] = None,
+    upstream_timeout: Annotated[float, typer.Option(help="Seconds to wait for the upstream's answer before a 504.")] = 300.0,
+    idle_timeout: Annotated[float, typer.Option(help="Seconds after which an idle stdio session ends and its process stops.")] = 1800.0,
     identity_header: Annotated[Optional[str], typer.Option(help="Header that carries the caller's subject to the upstream.")] = None,
     algorithm: Annotated[list[str], typer.Option(help="Accepted signing algorithm (repeatable).")] = ["ES256"],
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs CPU on the hot path).")] = False,
@@ -130,30 +205,37 @@ def gateway(
     """Put OAuth in front of any MCP server: an HTTP one (--upstream URL) or a stdio one (-- COMMAND…)."""
     import uvicorn
 
-    from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier, Policy
+    from gatehouse.guard import Guard, Policy
     from gatehouse.guard.gateway import (
         HTTPUpstream,
         create_gateway_app,
-        discover_jwks_uri,
     )
     from gatehouse.guard.policy import PolicyError
 
     issuer = issuer.rstrip("/")
     resource = resource or f"http://{host}:{port}{path}"
+    header_lines = [(f"--upstream-header number {n}", item) for n, item in enumerate(upstream_header, 1)]
+    if upstream_headers_file:
+        try:
+            lines = upstream_headers_file.read_text().splitlines()
+        except OSError as exc:
+            fail(f"cannot read --upstream-headers-file {upstream_headers_file}: {exc.strerror}")
+        header_lines += [(f"{upstream_headers_file} line {n}", line) for n, line in enumerate(lines, 1)
+                         if line.strip() and not line.lstrip().startswith("#")]
     headers = []
-    for item in upstream_header:
+    for origin, item in header_lines:
         name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            fail(f"--upstream-header {item!r} is not 'Name: value'")
+        if not sep or not name.strip() or " " in name.strip():
+            fail(f"{origin} is not a 'Name: value' header line")  # the line itself may hold a credential
         headers.append((name.strip(), value.strip()))
     try:
         rules = Policy.from_toml(policy) if policy else Policy()
     except PolicyError as exc:
         fail(str(exc))
-    try:
-        keys_at = jwks_uri or discover_jwks_uri(issuer)
-    except LookupError as exc:
-        fail(str(exc), "check --issuer, or give --jwks-uri")
+    verifier = token_verifier(
+        issuer, resource, jwks_uri=jwks_uri, algorithms=algorithm, introspection_endpoint=introspection_endpoint,
+        introspect=introspect, client_id=client_id, client_secret_file=client_secret_file, client_auth_method=client_auth_method,
+    )
     if bool(upstream) == bool(command):
         err.print("error: give either --upstream URL or, after --, the command of a stdio MCP server")
         raise typer.Exit(2)
@@ -161,23 +243,28 @@ def gateway(
         if command:
             from gatehouse.guard.stdio import StdioUpstream
 
-            proxy = StdioUpstream(list(command))
+            proxy = StdioUpstream(list(command), idle_timeout=idle_timeout)
         else:
-            proxy = HTTPUpstream(upstream, upstream_headers=headers, identity_header=identity_header)
+            proxy = HTTPUpstream(upstream, upstream_headers=headers, identity_header=identity_header, read_timeout=upstream_timeout)
     except ValueError as exc:
         fail(str(exc))
     guard = Guard(
         resource=resource,
         authorization_servers=[issuer],
-        verifier=JWTVerifier(issuers=[issuer], audience=resource, keys=JWKSKeySource(keys_at), algorithms=algorithm),
+        verifier=verifier,
         policy=rules,
     )
     target = upstream or " ".join(command)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     out.print(f"Gatehouse gateway: [bold]{resource}[/] → {target}  (tokens from {issuer})", highlight=False)
     try:
         uvicorn.run(create_gateway_app(guard, proxy, path), host=host, port=port, log_level="info", access_log=access_log)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror}", "choose another --port or stop what uses it")
+
+
+def _resource_server(client) -> dict:
+    return {"resource_server_for": client.resource_server_for} if client.resource_server_for else {}
 
 
 @users_app.command("add")
@@ -211,6 +298,10 @@ def clients_add(
     scope: Annotated[Optional[str], typer.Option(help="Scopes the client may request (space-separated).")] = None,
     jwks_file: Annotated[Optional[Path], typer.Option(help="Public JWKS for private_key_jwt client authentication.")] = None,
     client_id: Annotated[Optional[str], typer.Option("--client-id", help="Choose the client_id (default: random).")] = None,
+    resource_server: Annotated[Optional[str], typer.Option(
+        "--resource-server", metavar="URI",
+        help="Register a resource server that may introspect the tokens issued for this resource (RFC 7662).",
+    )] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Pre-register a client (AS-7). Prints the client_id and, once, its secret."""
@@ -225,6 +316,7 @@ def clients_add(
         store_client,
         validate_metadata,
     )
+    from gatehouse.authserver.resources import TargetError
 
     metadata: dict = {"client_name": name, "redirect_uris": redirect_uri}
     metadata["grant_types"] = grant_type or (["client_credentials"] if not redirect_uri else ["authorization_code", "refresh_token"])
@@ -237,6 +329,7 @@ def clients_add(
             fail(f"cannot read a JWKS from {jwks_file}: {exc}")
         metadata["token_endpoint_auth_method"] = "private_key_jwt"
     else:
+        confidential = confidential or resource_server is not None
         metadata["token_endpoint_auth_method"] = "client_secret_basic" if confidential or "client_credentials" in metadata["grant_types"] else "none"
     if not redirect_uri:
         del metadata["redirect_uris"]
@@ -244,18 +337,29 @@ def clients_add(
         metadata = validate_metadata(metadata)
     except (InvalidClientMetadataError, InvalidRedirectURIError) as exc:
         fail(exc.description or exc.error)
+    if resource_server is not None and not grant_type and not redirect_uri:
+        metadata.update(grant_types=[], response_types=[])  # introspection only: no token of its own
     ctx = open_context(load_settings(data_dir=data_dir))
+    if resource_server is not None:
+        try:
+            resource_server = ctx.resources.resolve([resource_server]).uri
+        except TargetError as exc:
+            known = ", ".join(r.uri for r in ctx.resources)
+            fail(f"--resource-server: {exc.description}", f"resources of this server: {known}; add the resource to the configuration first")
     try:
         with ctx.unit_of_work() as session:
             client, secret, _ = store_client(
                 session, KIND_STATIC, metadata, client_id=client_id,
                 with_secret=metadata["token_endpoint_auth_method"] in ("client_secret_basic", "client_secret_post"),
+                resource_server_for=resource_server,
             )
     except IntegrityError:
         fail(f"a client with client_id {client_id!r} already exists", "choose another --client-id or remove the old one")
     out.print(f"client_id: [bold]{client.client_id}[/]")
     if secret:
         out.print(f"client_secret: [bold]{secret}[/]  (shown only once)")
+    if resource_server:
+        out.print(f"May introspect the access tokens issued for {resource_server}.", highlight=False)
 
 
 @clients_app.command("list")
@@ -270,12 +374,13 @@ def clients_list(
     with ctx.unit_of_work() as session:
         clients = list_stored_clients(session)
     if as_json:
-        print(json.dumps([{"client_id": c.client_id, "kind": c.kind, **c.metadata} for c in clients], indent=2))
+        print(json.dumps([{"client_id": c.client_id, "kind": c.kind, **_resource_server(c), **c.metadata} for c in clients], indent=2))
         return
-    table = Table("client_id", "name", "kind", "auth", "redirect URIs")
+    table = Table("client_id", "name", "kind", "auth", "redirect URIs or role")
     table.columns[0].no_wrap = True
     for c in clients:
-        table.add_row(c.client_id, c.client_name, c.kind, c.token_endpoint_auth_method, "\n".join(c.redirect_uris))
+        role = f"resource server for {c.resource_server_for}" if c.resource_server_for else ""
+        table.add_row(c.client_id, c.client_name, c.kind, c.token_endpoint_auth_method, "\n".join(c.redirect_uris) or role)
     out.print(table)
 
 
@@ -289,7 +394,7 @@ def clients_show(client_id: str, data_dir: DataDir = None) -> None:
         client = load_stored_client(session, client_id)
     if client is None:
         fail(f"no client with client_id {client_id!r}", "see `gatehouse clients list`")
-    out.print_json(json.dumps({"client_id": client.client_id, "kind": client.kind, **client.metadata}))
+    out.print_json(json.dumps({"client_id": client.client_id, "kind": client.kind, **_resource_server(client), **client.metadata}))
 
 
 @clients_app.command("remove")

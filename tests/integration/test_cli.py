@@ -149,3 +149,17 @@ def test_gateway_needs_exactly_one_upstream(tmp_path):
     for result in (neither, both):
         assert result.returncode == 2 and "either --upstream URL or" in result.stderr
         assert_no_traceback(result)
+
+
+def test_gateway_explains_a_bad_upstream_headers_file(tmp_path):
+    headers = tmp_path / "upstream-headers"
+    headers.write_text("# credentials for the upstream\nAuthorization Bearer s3cret\n")
+    missing = run("gateway", "--upstream", "http://127.0.0.1:9/mcp", "--issuer", "http://127.0.0.1:9", "--jwks-uri", "http://127.0.0.1:9/jwks",
+                  "--upstream-headers-file", str(tmp_path / "absent"))
+    malformed = run("gateway", "--upstream", "http://127.0.0.1:9/mcp", "--issuer", "http://127.0.0.1:9", "--jwks-uri", "http://127.0.0.1:9/jwks",
+                    "--upstream-headers-file", str(headers))
+    assert missing.returncode == 1 and "cannot read --upstream-headers-file" in missing.stderr
+    assert malformed.returncode == 1 and "is not a 'Name: value' header line" in malformed.stderr
+    assert "s3cret" not in malformed.stderr, "a credential in the file is never echoed"
+    for result in (missing, malformed):
+        assert_no_traceback(result)

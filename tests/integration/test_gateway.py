@@ -18,6 +18,7 @@ from gatehouse.config import ResourceConfig
 from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier, Policy
 from gatehouse.guard.gateway import HTTPUpstream, create_gateway_app
 from tests.conftest import ThreadedServer, free_socket
+from tests.support.mcp_client import with_session
 
 IDENTITY_HEADER = "X-Gatehouse-Subject"
 
@@ -64,14 +65,14 @@ def upstream_app():
 
 
 @contextlib.contextmanager
-def running_gateway(live_as, gateway_socket, gateway_uri, upstream_url):
+def running_gateway(live_as, gateway_socket, gateway_uri, upstream_url, upstream_headers=()):
     guard = Guard(
         resource=gateway_uri,
         authorization_servers=[live_as.base_url],
         verifier=JWTVerifier(issuers=[live_as.base_url], audience=gateway_uri, keys=JWKSKeySource(f"{live_as.base_url}/jwks")),
         policy=Policy(tools={"shout": ["tools:write"], "*": ["tools:read"]}),
     )
-    proxy = HTTPUpstream(upstream_url, identity_header=IDENTITY_HEADER, connect_timeout=2)
+    proxy = HTTPUpstream(upstream_url, identity_header=IDENTITY_HEADER, connect_timeout=2, upstream_headers=upstream_headers)
     with ThreadedServer(create_gateway_app(guard, proxy, "/mcp"), gateway_socket):
         yield
 
@@ -130,3 +131,13 @@ def test_a_session_id_alone_lets_no_other_caller_in(live_as, loopback_server, ga
     assert started.status_code == 200
     assert hijack.status_code == 404 and hijack_delete.status_code == 404
     assert own.status_code == 200 and "whoami" in own.text, "the owner's session was left intact"
+
+
+async def test_configured_upstream_credentials_replace_the_clients_token(live_as, loopback_server, gateway_socket, gateway_uri):
+    """RS-8: the upstream gets the gateway's own credential, never the client's token."""
+    token, _ = live_as.machine_token(gateway_uri, "tools:read")
+    credential = [("Authorization", "Bearer upstream-credential")]
+    with loopback_server(upstream_app()) as upstream, \
+            running_gateway(live_as, gateway_socket, gateway_uri, f"{upstream}/mcp", upstream_headers=credential):
+        result = await with_session(gateway_uri, token, lambda session: session.call_tool("whoami", {}))
+    assert json.loads(result.content[0].text)["authorization"] == "Bearer upstream-credential"

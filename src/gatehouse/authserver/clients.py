@@ -44,6 +44,7 @@ class OAuthClient(ClientMixin):
     secret_expires_at: datetime | None = None
     registration_token_hash: str | None = None
     issued_at: datetime | None = None
+    resource_server_for: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -60,7 +61,9 @@ class OAuthClient(ClientMixin):
 
     @property
     def grant_types(self) -> list[str]:
-        return list(self.metadata.get("grant_types") or DEFAULT_GRANT_TYPES)
+        """The registered grant types; an empty list (an introspection-only resource server) means none."""
+        grant_types = self.metadata.get("grant_types")
+        return list(DEFAULT_GRANT_TYPES if grant_types is None else grant_types)
 
     @property
     def is_public(self) -> bool:
@@ -197,6 +200,7 @@ def client_from_row(values: Mapping[str, Any]) -> OAuthClient:
         secret_expires_at=values["client_secret_expires_at"],
         registration_token_hash=values["registration_token_hash"],
         issued_at=values["created_at"],
+        resource_server_for=values.get("resource_server_for"),
     )
 
 
@@ -216,8 +220,12 @@ def store_client(
     client_id: str | None = None,
     with_secret: bool,
     with_registration_token: bool = False,
+    resource_server_for: str | None = None,
 ) -> tuple[OAuthClient, str | None, str | None]:
-    """Create a client; returns it with its secret and registration access token (shown once)."""
+    """Create a client; returns it with its secret and registration access token (shown once).
+
+    ``resource_server_for`` (administrators only) lets the client introspect the access tokens
+    issued for that resource URI."""
     now = utcnow()
     secret = new_token() if with_secret else None
     registration_token = new_token() if with_registration_token else None
@@ -228,6 +236,7 @@ def store_client(
         "client_secret_expires_at": None,
         "registration_token_hash": token_hash(registration_token) if registration_token else None,
         "metadata": metadata,
+        "resource_server_for": resource_server_for,
         "created_at": now,
         "updated_at": now,
     }

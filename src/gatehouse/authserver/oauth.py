@@ -324,6 +324,11 @@ def _find_token(server: GatehouseAuthorizationServer, token_string: str, hint: s
     )
 
 
+def _audiences(claims: dict) -> list:
+    audience = claims.get("aud")
+    return audience if isinstance(audience, list) else [audience]
+
+
 class GatehouseRevocationEndpoint(RevocationEndpoint):
     """RFC 7009: a client revokes its own tokens; a refresh token takes its whole grant along."""
 
@@ -347,7 +352,9 @@ class GatehouseRevocationEndpoint(RevocationEndpoint):
 
 
 class GatehouseIntrospectionEndpoint(IntrospectionEndpoint):
-    """RFC 7662: an authenticated client introspects its own tokens (AS-14)."""
+    """RFC 7662: an authenticated client introspects its own tokens (AS-14), and a resource
+    server (a client an administrator registered with ``resource_server_for``) introspects the
+    access tokens issued for its resource (section 2.1). Anything else is ``active: false``."""
 
     CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
@@ -358,7 +365,10 @@ class GatehouseIntrospectionEndpoint(IntrospectionEndpoint):
         return _find_token(self.server, token_string, token_type_hint)
 
     def check_permission(self, token, client, request):
-        return token.client_id == client.client_id
+        if token.client_id == client.client_id:
+            return True
+        resource = client.resource_server_for
+        return bool(resource) and token.kind == "access_token" and resource in _audiences(token.claims)
 
     def introspect_token(self, token):
         if not token.active:

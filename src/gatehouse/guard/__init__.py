@@ -2,15 +2,20 @@
 
 Five lines for an official-SDK server::
 
-    from gatehouse.guard import Guard, Policy
-    guard = Guard(resource="https://mcp.example.com/mcp", issuer="https://auth.example.com",
+    from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier, Policy
+    issuer, resource = "https://auth.example.com", "https://mcp.example.com/mcp"
+    verifier = JWTVerifier(issuers=[issuer], audience=resource, keys=JWKSKeySource(f"{issuer}/jwks"))
+    guard = Guard(resource=resource, authorization_servers=[issuer], verifier=verifier,
                   policy=Policy(tools={"add_note": ["notes:write"]}, default=["notes:read"]))
     app = guard.protect(mcp.streamable_http_app())
+
+For an AS that issues opaque tokens, ``IntrospectionVerifier`` (RFC 7662) takes the verifier's place.
 """
 
 from gatehouse.guard.caller import Caller, current_caller
 from gatehouse.guard.guard import Guard
+from gatehouse.guard.introspection import IntrospectionVerifier
 from gatehouse.guard.policy import Policy
 from gatehouse.guard.verifier import JWKSKeySource, JWTVerifier, TokenRejected
 
-__all__ = ["Caller", "Guard", "JWKSKeySource", "JWTVerifier", "Policy", "TokenRejected", "current_caller"]
+__all__ = ["Caller", "Guard", "IntrospectionVerifier", "JWKSKeySource", "JWTVerifier", "Policy", "TokenRejected", "current_caller"]

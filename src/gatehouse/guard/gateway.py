@@ -14,11 +14,11 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-import httpx2
 from starlette.types import Receive, Scope, Send
 
 from gatehouse.guard import caller as caller_context
 from gatehouse.guard.asgi import jsonrpc_error, read_body, send_json
+from gatehouse.guard.discovery import discover_endpoint
 from gatehouse.guard.guard import JSONRPC_MESSAGES_KEY, MAX_BODY
 from gatehouse.guard.sse import EventRelay, open_request_ids
 from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamPool, UpstreamTimeout
@@ -214,33 +214,8 @@ async def _gateway_error(send: Send, exc: UpstreamError, messages: list[dict], u
 
 
 def discover_jwks_uri(issuer: str, timeout: float = 10.0) -> str:
-    """The AS's ``jwks_uri`` from its RFC 8414 metadata (OIDC discovery as a fallback)."""
-    from gatehouse.authserver.metadata import well_known_paths
-
-    origin = "{0.scheme}://{0.netloc}".format(urlsplit(issuer))
-    rfc8414, oidc = well_known_paths(issuer)
-    problems = []
-    for path in [*rfc8414, *oidc]:
-        try:
-            response = httpx2.get(origin + path, timeout=timeout, trust_env=False)
-        except httpx2.HTTPError as exc:
-            problems.append(f"{origin + path}: {exc}")
-            continue
-        if response.status_code != 200:
-            problems.append(f"{origin + path}: HTTP {response.status_code}")
-            continue
-        try:
-            metadata = response.json()
-        except ValueError:
-            problems.append(f"{origin + path}: not JSON")
-            continue
-        if metadata.get("issuer") != issuer:
-            problems.append(f"{origin + path}: issuer is {metadata.get('issuer')!r}, not {issuer!r}")
-            continue
-        if isinstance(metadata.get("jwks_uri"), str):
-            return metadata["jwks_uri"]
-        problems.append(f"{origin + path}: no jwks_uri")
-    raise LookupError("cannot find the authorization server's keys: " + "; ".join(problems))
+    """The AS's ``jwks_uri`` from its metadata."""
+    return discover_endpoint(issuer, "jwks_uri", "keys", timeout)
 
 
 def create_gateway_app(guard, upstream, path: str):
@@ -254,6 +229,7 @@ class GatewayApp:
     def __init__(self, guard, upstream, path: str):
         self.guarded = guard.protect(upstream)
         self.upstream = upstream
+        self.verifier = guard.verifier
         self.paths = {*guard.metadata_paths, path}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -271,5 +247,7 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.upstream.aclose()
+                if hasattr(self.verifier, "aclose"):
+                    await self.verifier.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

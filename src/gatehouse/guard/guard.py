@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gatehouse.guard import caller as caller_context
 from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
 from gatehouse.guard.policy import Policy
-from gatehouse.guard.verifier import JWTVerifier, TokenRejected
+from gatehouse.guard.verifier import TokenRejected, TokenVerifier
 
 PRM_PATH = "/.well-known/oauth-protected-resource"
 MAX_BODY = 4 * 1024 * 1024
@@ -37,7 +37,7 @@ class Guard:
         *,
         resource: str,
         authorization_servers: Iterable[str],
-        verifier: JWTVerifier,
+        verifier: TokenVerifier,
         policy: Policy | None = None,
         scopes_supported: Iterable[str] | None = None,
         resource_name: str | None = None,

@@ -36,6 +36,12 @@ class TokenRejected(Exception):
         self.description = description
 
 
+class TokenVerifier(Protocol):
+    """What the guard needs of a verifier: JWTVerifier (RFC 9068) or IntrospectionVerifier (RFC 7662)."""
+
+    async def verify(self, token: str) -> Caller: ...
+
+
 class KeySource(Protocol):
     generation: int
 

@@ -50,6 +50,8 @@ class Client(Base):
     """A pre-registered (static) or dynamically registered (RFC 7591) client.
 
     CIMD clients are not stored here: their metadata document is the source of truth.
+    ``resource_server_for``, set only by an administrator, makes the client a resource server
+    that may introspect the access tokens issued for that resource URI (RFC 7662).
     """
 
     __tablename__ = "clients"
@@ -60,6 +62,7 @@ class Client(Base):
     client_secret_expires_at: Mapped[datetime | None]
     registration_token_hash: Mapped[str | None] = mapped_column(String(64))
     client_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+    resource_server_for: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
