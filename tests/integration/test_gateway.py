@@ -141,3 +141,12 @@ async def test_configured_upstream_credentials_replace_the_clients_token(live_as
             running_gateway(live_as, gateway_socket, gateway_uri, f"{upstream}/mcp", upstream_headers=credential):
         result = await with_session(gateway_uri, token, lambda session: session.call_tool("whoami", {}))
     assert json.loads(result.content[0].text)["authorization"] == "Bearer upstream-credential"
+
+
+def test_answers_carry_one_date_and_one_server_header(live_as, loopback_server, gateway_socket, gateway_uri):
+    """RFC 9110 section 5.3: the upstream's Date and Server are not repeated beside the gateway's own."""
+    token, _ = live_as.machine_token(gateway_uri, "tools:read")
+    with loopback_server(upstream_app()) as upstream, running_gateway(live_as, gateway_socket, gateway_uri, f"{upstream}/mcp"):
+        response = httpx2.post(gateway_uri, headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"},
+                               json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert len(response.headers.get_list("date")) == 1 and len(response.headers.get_list("server")) <= 1

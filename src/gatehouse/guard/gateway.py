@@ -30,6 +30,7 @@ HOP_BY_HOP = {
     b"transfer-encoding", b"upgrade", b"host", b"content-length",
 }
 NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"cookie"}
+SET_BY_THE_GATEWAY = HOP_BY_HOP | {b"date", b"server"}  # uvicorn writes its own; two of each would confuse clients
 FORWARDED_METHODS = {"GET", "POST", "DELETE", "OPTIONS"}
 _HOLD_JSON_UP_TO = 1024 * 1024
 SESSION_HEADER = b"mcp-session-id"
@@ -96,7 +97,7 @@ class HTTPUpstream:
         except UpstreamError as exc:
             await _gateway_error(send, exc, messages, self.upstream)
             return
-        headers = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
+        headers = [(k, v) for k, v in response.headers if k not in SET_BY_THE_GATEWAY]
         if session_id is None and response.status < 300:
             new_session = response.header(SESSION_HEADER)
             if new_session is not None:
