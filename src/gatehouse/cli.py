@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from gatehouse.client.tokens_cli import logout, tokens_app
 from gatehouse.config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Real OAuth in front of MCP servers.")
@@ -29,6 +30,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(tokens_app, name="tokens")
+app.command("logout")(logout)
 
 out = Console()
 err = Console(stderr=True)
