@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from datetime import timedelta
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -616,3 +617,11 @@ def test_token_bad_input_non_utf8_body_is_invalid_request(live_as):
 def test_token_bad_input_get_is_not_allowed(live_as):
     response = httpx2.get(f"{live_as.base_url}/token?grant_type=client_credentials")
     assert response.status_code == 405
+
+
+def test_issued_tokens_never_reach_the_logs(live_as, caplog):
+    """Authlib logs each issued token at DEBUG; the AS drops those records (a log is not a secret store)."""
+    caplog.set_level(logging.DEBUG)
+    token, _ = live_as.machine_token(f"{live_as.base_url}/mcp", "notes:read")
+    assert caplog.records, "DEBUG logging was on"
+    assert token not in caplog.text

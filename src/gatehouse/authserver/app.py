@@ -23,6 +23,7 @@ from gatehouse.authserver.http import (
     prepare,
     to_starlette,
 )
+from gatehouse.authserver.log_redaction import keep_tokens_out_of_logs
 from gatehouse.authserver.metadata import (
     authorization_server_metadata,
     well_known_paths,
@@ -193,6 +194,7 @@ def authserver_routes(ctx: AuthServerContext) -> tuple[list[BaseRoute], "AuthSer
 
 def create_authserver_app(ctx: AuthServerContext, extra_routes: list[BaseRoute] | None = None, lifespan=None) -> Starlette:
     """The AS at the issuer's root (or under its path), plus any ``extra_routes`` at the host root."""
+    keep_tokens_out_of_logs()
     routes, endpoints = authserver_routes(ctx)
     base_path = urlsplit(ctx.issuer).path.rstrip("/")
     rfc8414_paths, oidc_paths = well_known_paths(ctx.issuer)
