@@ -2,7 +2,8 @@
 
 ``gatehouse gateway -- <command> [args…]`` puts this behind the guard. It is the server side
 of the MCP Streamable HTTP transport (specification 2025-11-25, "Transports"); the children and
-their sessions live in :mod:`gatehouse.guard.stdio_sessions`.
+their sessions live in :mod:`gatehouse.guard.stdio_sessions`, the streams of a session in
+:mod:`gatehouse.guard.stdio_streams`, and SSE event ids in :mod:`gatehouse.guard.stdio_events`.
 
 - POST ("Sending Messages to the Server"): an ``initialize`` without ``Mcp-Session-Id`` starts a
   child and a session. Notifications and responses (such as the client's answer to the child's
@@ -11,12 +12,18 @@ their sessions live in :mod:`gatehouse.guard.stdio_sessions`.
   notifications as they come (progress, logs), or as JSON when the client accepts only JSON.
 - GET ("Listening for Messages from the Server"): an SSE stream for what the child sends outside
   any request.
+- "Resumability and Redelivery": every SSE event has an ``id`` that names its stream, and an SSE
+  stream starts with a priming event (an id, the ``retry`` delay and empty data: "Sending
+  Messages to the Server", 6) for clients of 2025-11-25 or later. A client whose connection broke
+  sends ``GET`` with ``Last-Event-ID`` and gets the rest of that stream: what it missed (a POST's
+  answer too, if it came meanwhile), then the rest live. A broken POST does not cancel its
+  request ("Sending Messages to the Server", 6: disconnection is not cancellation) once the
+  client holds an event id of it. An id this session never sent, or one the session's bounded
+  log no longer reaches, is answered 400: the stream cannot be resumed, but the session lives on.
 - DELETE and "Session Management": ``DELETE`` ends the session; a session that is unknown, ended,
   idle for too long, or started by another caller is 404, and the client must start a new one.
   Sessions are bound to the caller the guard verified (issuer and subject), as the transport's
-  security warning asks, so a leaked session id is useless to anyone else.
-- "Resumability and Redelivery" is not offered: events carry no ``id``, so clients never ask
-  for a replay with ``Last-Event-ID``.
+  security warning asks, so a leaked session id (or event id) is useless to anyone else.
 
 A full gateway answers 503 with ``Retry-After``; a command that cannot start answers 502.
 """
@@ -29,21 +36,17 @@ import json
 from starlette.types import Receive, Scope, Send
 
 from gatehouse.guard import caller as caller_context
-from gatehouse.guard.asgi import jsonrpc_error, read_body, send_json
-from gatehouse.guard.stdio_sessions import (
-    MAX_LINE,
-    ChildSession,
-    CommandFailed,
-    SessionRegistry,
-    SessionsFull,
-    Stream,
-    is_response,
-)
+from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
+from gatehouse.guard.stdio_events import UnknownEvent, frame
+from gatehouse.guard.stdio_sessions import MAX_LINE, CommandFailed, SessionRegistry, SessionsFull
+from gatehouse.guard.stdio_streams import ChildSession, Stream
 
 SESSION_HEADER = b"mcp-session-id"
 RETRY_AFTER = 30
 NOT_FOUND = jsonrpc_error(-32001, "session not found; start a new one with initialize")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
+PRIMING_SINCE = "2025-11-25"  # older clients cannot read an event with empty data (the SDK primes from here on too)
+ASSUMED_VERSION = "2025-03-26"  # "Protocol Version Header": what to assume without the header
 
 
 class StdioUpstream:
@@ -51,14 +54,16 @@ class StdioUpstream:
 
     ``idle_timeout`` (seconds; ``None`` for never) ends a session that has no request in flight
     and no GET stream open for that long, so a client that never sends ``DELETE`` does not keep
-    its child forever.
+    its child forever. ``retry_interval`` (milliseconds; ``None`` to leave it to the client) is
+    the ``retry`` of the priming events: how long a client waits before it resumes a broken stream.
     """
 
     def __init__(self, command: list[str], *, max_sessions: int = 100, idle_timeout: float | None = 1800.0,
-                 env: dict | None = None):
+                 retry_interval: int | None = 1000, env: dict | None = None):
         if not command:
             raise ValueError("give the stdio MCP server's command after --")
         self.registry = SessionRegistry(command, max_sessions=max_sessions, idle_timeout=idle_timeout, env=env)
+        self.retry_interval = retry_interval
 
     @property
     def sessions(self) -> dict[str, ChildSession]:
@@ -70,7 +75,7 @@ class StdioUpstream:
             return
         if scope["type"] != "http":
             return
-        session_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == SESSION_HEADER), None)
+        session_id = _header(scope, b"mcp-session-id")
         caller = scope.get(caller_context.SCOPE_KEY)
         owner = (caller.issuer, caller.subject) if caller is not None else None
         method = scope["method"]
@@ -81,7 +86,7 @@ class StdioUpstream:
         elif (session := self.registry.get(session_id, owner)) is None:
             await send_json(send, 404, NOT_FOUND)
         elif method == "GET":
-            await self._listen(receive, send, session)
+            await self._listen(scope, receive, send, session)
         else:
             await self.registry.end(session, "the client ended the session")
             await send_json(send, 200, {})
@@ -97,8 +102,8 @@ class StdioUpstream:
         except ValueError:
             await send_json(send, 400, jsonrpc_error(-32700, "the body is not a JSON-RPC message"))
             return
+        initialize = next((m for m in messages if m.get("method") == "initialize"), None)
         if session_id is None:
-            initialize = next((m for m in messages if m.get("method") == "initialize"), None)
             if initialize is None:
                 await send_json(send, 400, jsonrpc_error(-32600, "start a session with an initialize request"))
                 return
@@ -118,57 +123,68 @@ class StdioUpstream:
             if session is None:
                 await send_json(send, 404, NOT_FOUND)
                 return
-        accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), "")
+        version = _field(initialize, "params", "protocolVersion") if initialize else _header(scope, b"mcp-protocol-version")
         with session.in_use():
             await self._exchange(receive, send, session, messages, batch=body.lstrip().startswith(b"["),
-                                 sse="text/event-stream" in accept)
+                                 sse="text/event-stream" in (_header(scope, b"accept") or ""), prime=_primes(version))
 
     async def _exchange(self, receive: Receive, send: Send, session: ChildSession, messages: list[dict], *,
-                        batch: bool, sse: bool) -> None:
+                        batch: bool, sse: bool, prime: bool) -> None:
         requests = [m for m in messages if "method" in m and "id" in m]
-        stream = Stream(sse=sse)
-        session.expect(requests, stream)
-        if requests and sse:
-            session.open(stream)
-        watcher = asyncio.create_task(_close_on_disconnect(receive, stream))
+        headers = [(SESSION_HEADER, session.id.encode())]
+        if not requests:
+            await _forward(session, messages)
+            await send({"type": "http.response.start", "status": 202, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        stream = session.answer(requests, sse=sse)
+        queue = session.connect(stream, prime=prime, flush=sse)
+        watcher = asyncio.create_task(_close_on_disconnect(receive, queue))
         try:
-            try:
-                await session.send(messages)
-            except (BrokenPipeError, ConnectionResetError):
-                session.fail_waiting("the MCP server process has exited")
-            headers = [(SESSION_HEADER, session.id.encode())]
-            if not requests:
-                await send({"type": "http.response.start", "status": 202, "headers": headers})
-                await send({"type": "http.response.body", "body": b""})
-            elif sse:
-                await _stream_answers(send, headers, stream, len(requests))
-            else:
-                answers = []
-                while len(answers) < len(requests):
-                    if (message := await stream.queue.get()) is None:
-                        return
-                    if is_response(message):
-                        answers.append(message)
-                await send_json(send, 200, answers if batch else answers[0], headers)
+            await _forward(session, messages)
+            if sse:
+                await self._stream(send, stream, queue, headers)
+                return
+            answers = []
+            while (event := await queue.get()) is not None:
+                if event.response:
+                    answers.append(event.data)
+            if stream.ended and answers:
+                body = b"[" + b",".join(answers) + b"]" if batch else answers[0]
+                await send_bytes(send, 200, body, [(b"content-type", b"application/json"), *headers])
         finally:
             watcher.cancel()
-            session.forget(requests, stream)
+            session.disconnect(stream, queue)
 
-    async def _listen(self, receive: Receive, send: Send, session: ChildSession) -> None:
-        stream = Stream(sse=True)
-        with session.in_use():
-            session.listeners.append(stream)
-            session.open(stream)
-            watcher = asyncio.create_task(_close_on_disconnect(receive, stream))
+    async def _listen(self, scope: Scope, receive: Receive, send: Send, session: ChildSession) -> None:
+        """A GET: a new stream, or with ``Last-Event-ID`` the rest of the stream that event was on."""
+        last_event_id = _header(scope, b"last-event-id")
+        replay = []
+        if last_event_id:
             try:
-                await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (SESSION_HEADER, session.id.encode())]})
-                while (message := await stream.queue.get()) is not None:
-                    await send({"type": "http.response.body", "body": _event(message), "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
+                stream, replay = session.resume(last_event_id)
+            except UnknownEvent as exc:
+                await send_json(send, 400, jsonrpc_error(-32600, f"cannot resume: {exc}"))
+                return
+        else:
+            stream = session.listen()
+        with session.in_use():
+            queue = session.connect(stream, replay=replay, prime=_primes(_header(scope, b"mcp-protocol-version")),
+                                    flush=stream.listener)
+            watcher = asyncio.create_task(_close_on_disconnect(receive, queue))
+            try:
+                await self._stream(send, stream, queue, [(SESSION_HEADER, session.id.encode())])
             finally:
                 watcher.cancel()
-                if stream in session.listeners:
-                    session.listeners.remove(stream)
+                session.disconnect(stream, queue)
+
+    async def _stream(self, send: Send, stream: Stream, queue: asyncio.Queue, headers: list) -> None:
+        """Send the events of ``queue`` as SSE until it ends (the stream ended, or another connection took it over)."""
+        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+        while (event := await queue.get()) is not None:
+            await send({"type": "http.response.body", "body": frame(event, self.retry_interval), "more_body": True})
+            stream.sent = True
+        await send({"type": "http.response.body", "body": b""})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -192,28 +208,34 @@ def _messages(body: bytes) -> list[dict]:
     return messages
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    return next((v.decode("latin-1") for k, v in scope["headers"] if k == name), None)
+
+
+def _field(value: object, *path: str) -> object:
+    for name in path:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
+
+
+def _primes(version: object) -> bool:
+    """Whether a client of protocol ``version`` gets priming events (it can read an event with empty data)."""
+    return (version if isinstance(version, str) else ASSUMED_VERSION) >= PRIMING_SINCE
+
+
 def _error(request: dict, code: int, message: str) -> dict:
     return {**jsonrpc_error(code, message), "id": request.get("id")}
 
 
-def _event(message: dict) -> bytes:
-    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
+async def _forward(session: ChildSession, messages: list[dict]) -> None:
+    try:
+        await session.send(messages)
+    except (BrokenPipeError, ConnectionResetError):
+        session.fail_waiting("the MCP server process has exited")
 
 
-async def _close_on_disconnect(receive: Receive, stream: Stream) -> None:
-    """End ``stream`` when the client goes away: uvicorn silently drops what is sent after that."""
+async def _close_on_disconnect(receive: Receive, queue: asyncio.Queue) -> None:
+    """End the connection fed by ``queue`` when the client goes away: uvicorn silently drops what is sent after that."""
     while (await receive())["type"] != "http.disconnect":
         pass
-    stream.close()
-
-
-async def _stream_answers(send: Send, headers: list, stream: Stream, expected: int) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
-    answered = 0
-    while answered < expected:
-        if (message := await stream.queue.get()) is None:
-            return
-        if is_response(message):
-            answered += 1
-        await send({"type": "http.response.body", "body": _event(message), "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+    queue.put_nowait(None)
