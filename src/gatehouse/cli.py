@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from gatehouse.client import commands as client_commands
 from gatehouse.client.tokens_cli import logout, tokens_app
 from gatehouse.config import Settings
 
@@ -32,6 +33,10 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(tokens_app, name="tokens")
 app.command("logout")(logout)
+app.command("connect")(client_commands.connect)
+app.command("tools")(client_commands.tools)
+app.command("call")(client_commands.call)
+app.command("bridge")(client_commands.bridge)
 
 out = Console()
 err = Console(stderr=True)
