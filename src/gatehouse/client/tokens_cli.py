@@ -180,10 +180,14 @@ def remove_tokens(
 def logout(
     url: Annotated[str, typer.Argument(help="The MCP server URL.", callback=_server_url)],
     storage_dir: StorageDir = None,
+    revoke: Annotated[bool, typer.Option("--revoke/--no-revoke", help="Revoke the tokens at the authorization server first (RFC 7009).")] = True,
 ) -> None:
-    """Forget every stored token and registration for an MCP server (unreadable files are kept as *.corrupt)."""
+    """Revoke and forget every stored token and registration for an MCP server (unreadable files are kept as *.corrupt)."""
+    store = _store(storage_dir)
+    if revoke:
+        _revoke_at_servers(store, url)
     try:
-        removed = _store(storage_dir).remove(url)
+        removed = store.remove(url)
     except ClientError as exc:
         fail(str(exc))
     resource = _canonical(url)
@@ -191,3 +195,20 @@ def logout(
         out.print(f"Logged out of {resource} ({removed} stored {'entry' if removed == 1 else 'entries'} removed).")
     else:
         out.print(f"Nothing was stored for {resource}.")
+
+
+def _revoke_at_servers(store: CredentialStore, url: str) -> None:
+    """Best effort: a server that cannot be reached does not stop the local logout."""
+    from gatehouse.client.revocation import revoke
+
+    try:
+        entries = store.find(url)
+    except ClientError:
+        err.print("Some stored credentials are unreadable; they cannot be revoked, only set aside.")
+        return
+    for entry in entries:
+        problem = revoke(entry)
+        if problem is None and entry.tokens is not None:
+            out.print(f"Revoked the tokens at {entry.issuer}.")
+        elif problem is not None:
+            err.print(f"Could not revoke the tokens at {entry.issuer}: {problem}; they are forgotten here anyway.")

@@ -30,17 +30,17 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from types import MappingProxyType
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx2
 
+from gatehouse.basic_auth import basic_authorization
 from gatehouse.guard.caller import Caller
 from gatehouse.guard.discovery import discover_endpoint, json_object
 from gatehouse.guard.verifier import TokenRejected
@@ -217,12 +217,6 @@ class IntrospectionVerifier:
             claims=MappingProxyType(dict(answer)),
         )
         return caller, expires
-
-
-def basic_authorization(client_id: str, client_secret: str) -> str:
-    """RFC 6749 section 2.3.1: HTTP Basic with the id and secret form-urlencoded first."""
-    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
-    return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
 def endpoint_problem(url: str) -> str | None:
