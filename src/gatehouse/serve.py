@@ -1,12 +1,16 @@
 """The embedded default (``gatehouse serve``): the AS and the guarded demo MCP server in one process.
 
 The AS answers at the issuer; the demo notes server answers at ``<issuer>/mcp`` behind the
-guard, which verifies tokens with the AS's own key ring (no HTTP round trip).
+guard, which verifies tokens with the AS's own key ring (no HTTP round trip) and DPoP proofs with
+the AS's settings (``dpop_proof_max_age``, ``dpop_require_nonce``; nonces keyed by the instance
+secret, so every instance on one secret accepts the others').
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 from urllib.parse import urlsplit
 
 from mcp.server.transport_security import TransportSecuritySettings
@@ -18,7 +22,7 @@ from starlette.routing import Route
 from gatehouse.authserver.app import create_authserver_app
 from gatehouse.authserver.context import AuthServerContext
 from gatehouse.demo.notes import NOTES_POLICY, create_notes_server
-from gatehouse.guard import Guard, JWTVerifier
+from gatehouse.guard import Guard, JWTVerifier, ResourceDPoP
 from gatehouse.guard.local import KeyRingSource
 
 
@@ -51,6 +55,12 @@ def create_embedded_app(ctx: AuthServerContext) -> Starlette:
         policy=NOTES_POLICY,
         scopes_supported=list(resource.scopes) if resource else None,
         resource_name=resource.name if resource else "Gatehouse notes",
+        dpop=ResourceDPoP(
+            max_age=ctx.settings.dpop_proof_max_age,
+            require_nonce=ctx.settings.dpop_require_nonce,
+            nonce_secret=hmac.new(ctx.secret, b"gatehouse resource dpop nonces", hashlib.sha256).digest(),
+            nonce_lifetime=ctx.settings.dpop_nonce_lifetime,
+        ),
     )
 
     @contextlib.asynccontextmanager

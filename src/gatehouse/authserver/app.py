@@ -54,7 +54,10 @@ class AuthServerEndpoints:
     def __init__(self, ctx: AuthServerContext, server: GatehouseAuthorizationServer):
         self.ctx = ctx
         self.server = server
-        self.metadata = authorization_server_metadata(ctx.issuer, ctx.resources.all_scopes)
+        self.metadata = authorization_server_metadata(
+            ctx.issuer, ctx.resources.all_scopes, dpop_algorithms=ctx.dpop.algorithms,
+            grant_profiles=ctx.trusted_idps.grant_profiles, jwt_bearer=bool(ctx.settings.trusted_idps),
+        )
 
     async def _prepare(self, request: Request, body: str):
         return await prepare(request, self.ctx.issuer, limit=self.ctx.settings.max_body_bytes, body=body)
@@ -112,7 +115,15 @@ class AuthServerEndpoints:
         return to_starlette(response)
 
     async def token(self, request: Request) -> Response:
-        return await self._client_authenticated(request, self.server.create_token_response)
+        return await self._client_authenticated(request, self._token_response)
+
+    def _token_response(self, oauth_request: GatehouseRequest):
+        """RFC 6749 section 3.2, with the request's DPoP proof checked first (RFC 9449 section 5)."""
+        oauth_request.dpop = self.ctx.dpop.proof_of(oauth_request)
+        response = self.server.create_token_response(oauth_request)
+        if oauth_request.dpop is not None:
+            response.headers.extend(self.ctx.dpop.response_headers())
+        return response
 
     async def revoke(self, request: Request) -> Response:
         return await self._client_authenticated(request, lambda r: self.server.create_endpoint_response("revocation", r))

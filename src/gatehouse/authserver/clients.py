@@ -23,7 +23,8 @@ from gatehouse.instance_secrets import hashes_match, new_token, token_hash
 from gatehouse.store.models import Client
 from gatehouse.timeutil import epoch, utcnow
 
-SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+SUPPORTED_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", JWT_BEARER)
 SUPPORTED_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 SECRET_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 DEFAULT_GRANT_TYPES = ["authorization_code", "refresh_token"]
@@ -116,7 +117,7 @@ class GatehouseClientMetadataClaims(ClientMetadataClaims):
     """RFC 7591 section 2 metadata with Gatehouse's rules (AS-6): safe redirect URIs,
     supported grant types and auth methods, ``application_type``."""
 
-    REGISTERED_CLAIMS = [*ClientMetadataClaims.REGISTERED_CLAIMS, "application_type"]
+    REGISTERED_CLAIMS = [*ClientMetadataClaims.REGISTERED_CLAIMS, "application_type", "dpop_bound_access_tokens"]
 
     def validate_redirect_uris(self):
         uris = self.get("redirect_uris")
@@ -172,6 +173,8 @@ class GatehouseClientMetadataClaims(ClientMetadataClaims):
         application_type = self.get("application_type")
         if application_type is not None and application_type not in ("web", "native"):
             raise InvalidClientMetadataError("application_type must be 'web' or 'native'")
+        if self.get("dpop_bound_access_tokens") not in (None, True, False):
+            raise InvalidClientMetadataError("dpop_bound_access_tokens must be true or false (RFC 9449 section 5.2)")
         # grant types first: redirect URI and auth method rules depend on them
         self.validate_token_endpoint_auth_method()
         self.validate_grant_types()

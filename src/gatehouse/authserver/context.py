@@ -12,10 +12,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from gatehouse.authserver.cimd import ClientMetadataResolver
+from gatehouse.authserver.dpop import TokenEndpointDPoP
 from gatehouse.authserver.keys import KeyRing, ensure_signing_key
 from gatehouse.authserver.ratelimit import RateLimiter
 from gatehouse.authserver.resources import ResourceRegistry
 from gatehouse.authserver.tokens import TokenIssuer
+from gatehouse.authserver.trusted_idps import TrustedIdPs
 from gatehouse.config import Settings
 from gatehouse.instance_secrets import load_or_create_secret_key
 from gatehouse.store import db as store_db
@@ -42,6 +44,8 @@ class AuthServerContext:
     tokens: TokenIssuer = field(init=False)
     cimd: ClientMetadataResolver = field(init=False)
     limits: RateLimits = field(init=False)
+    dpop: TokenEndpointDPoP = field(init=False)
+    trusted_idps: TrustedIdPs = field(init=False)
 
     def __post_init__(self):
         s = self.settings
@@ -49,6 +53,8 @@ class AuthServerContext:
         self.cimd = ClientMetadataResolver(
             timeout=s.cimd_fetch_timeout, max_bytes=s.cimd_max_bytes, allow_insecure_loopback=s.cimd_allow_insecure_loopback
         )
+        self.dpop = TokenEndpointDPoP(f"{self.issuer}/token", s, self.secret)
+        self.trusted_idps = TrustedIdPs(s.trusted_idps, timeout=s.cimd_fetch_timeout)
         self.limits = RateLimits(
             registration=RateLimiter(s.registration_rate_per_minute),
             failed_client_auth=RateLimiter(s.failed_client_auth_per_minute),

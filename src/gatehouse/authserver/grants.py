@@ -5,10 +5,16 @@
 - refresh_token (RFC 6749 section 6) with rotation and reuse detection (RFC 9700 section
   4.14.2, AS-13);
 - client_credentials (RFC 6749 section 4.4, AS-17).
+
+Every grant binds its access token to the request's DPoP key when the request carries a proof
+(RFC 9449 section 5); refresh tokens of public clients are bound to it too, and a refresh must
+then prove possession of the same key. An authorization request's ``dpop_jkt`` binds the code
+to a key (section 10).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,6 +28,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from sqlalchemy import bindparam, select, update
 
 from gatehouse.authserver import audit
+from gatehouse.authserver.dpop import require_proof_if_registered
 from gatehouse.authserver.resources import TargetError
 from gatehouse.authserver.tokens import (
     claim_refresh_token,
@@ -35,6 +42,7 @@ from gatehouse.store.models import AuthorizationCode, Grant, RefreshToken
 from gatehouse.timeutil import utcnow
 
 CLIENT_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
+_THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 class RequireS256(CodeChallenge):
@@ -67,8 +75,18 @@ class _GatehouseGrant:
     def db(self):
         return self.request.db
 
+    @property
+    def dpop_jkt(self) -> str | None:
+        proof = self.request.dpop
+        return proof.jkt if proof is not None else None
+
+    def refresh_binding(self) -> str | None:
+        """The key a new family's refresh tokens are bound to: the proof's, for a public client (RFC 9449 section 5)."""
+        return self.dpop_jkt if self.request.client.is_public else None
+
     def _issue(self, grant_row, user, scope, resource, include_refresh_token, refresh_scope=None):
         client = self.request.client
+        require_proof_if_registered(client, self.request.dpop)
         return self.ctx.tokens.issue(
             self.db,
             grant_row.id,
@@ -78,6 +96,7 @@ class _GatehouseGrant:
             resource=resource,
             include_refresh_token=include_refresh_token,
             refresh_scope=refresh_scope,
+            jkt=self.dpop_jkt,
         )
 
 
@@ -102,6 +121,7 @@ class AuthorizationCodeGrant(_GatehouseGrant, grants.AuthorizationCodeGrant):
                 code_challenge=request.payload.data["code_challenge"],
                 code_challenge_method="S256",
                 auth_time=request.auth_time,
+                dpop_jkt=request.payload.data.get("dpop_jkt"),
                 created_at=now,
                 expires_at=now + timedelta(seconds=self.ctx.settings.authorization_code_ttl),
             )
@@ -123,6 +143,8 @@ class AuthorizationCodeGrant(_GatehouseGrant, grants.AuthorizationCodeGrant):
         requested = _requested_resources(self.request)
         if requested and requested != [code.resource]:
             raise TargetError(f"the code was granted for {code.resource}, not {requested[0]}")
+        if code.dpop_jkt is not None and self.dpop_jkt != code.dpop_jkt:
+            raise InvalidGrantError("the code is bound to a DPoP key (dpop_jkt, RFC 9449 section 10): send a DPoP proof of that key")
         if code.redeemed_at is not None:
             # RFC 6749 section 4.1.2: a replayed code revokes what it issued. Reached only by
             # the client the code belongs to, after its PKCE verifier was checked.
@@ -136,7 +158,8 @@ class AuthorizationCodeGrant(_GatehouseGrant, grants.AuthorizationCodeGrant):
         code = self.request.authorization_code
         resource = self.ctx.resources.resolve([code.resource])
         grant_row = new_grant(
-            self.db, client_id=code.client_id, user_id=code.user_id, grant_type=self.GRANT_TYPE, scope=code.scope, resource=code.resource
+            self.db, client_id=code.client_id, user_id=code.user_id, grant_type=self.GRANT_TYPE, scope=code.scope,
+            resource=code.resource, dpop_jkt=self.refresh_binding(),
         )
         self.db.flush()
         self.request.gatehouse_grant = grant_row
@@ -165,8 +188,11 @@ class AuthorizationCodeGrant(_GatehouseGrant, grants.AuthorizationCodeGrant):
 
 
 def _resolve_resource_and_scope(grant, redirect_uri):
-    """Authorization request: the ``resource`` (AS-10) and the scopes granted for it."""
+    """Authorization request: the ``resource`` (AS-10), the scopes granted for it, a well-formed ``dpop_jkt``."""
     request = grant.request
+    dpop_jkt = request.payload.data.get("dpop_jkt")
+    if dpop_jkt is not None and not _THUMBPRINT.fullmatch(dpop_jkt):
+        raise InvalidRequestError("'dpop_jkt' must be the base64url SHA-256 JWK thumbprint of the DPoP key (RFC 9449 section 10)")
     registry = grant.server.ctx.resources
     resource = registry.resolve(_requested_resources(request))
     request.gatehouse_resource = resource
@@ -217,6 +243,10 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
         requested = _requested_resources(self.request)
         if requested and requested != [row.resource]:
             raise TargetError(f"the grant is for {row.resource}, not {requested[0]}")
+        if row.dpop_jkt is not None and self.dpop_jkt != row.dpop_jkt:
+            raise InvalidGrantError(
+                "the refresh token is bound to a DPoP key (RFC 9449 section 5): send a DPoP proof signed with that key"
+            )
         self.request.gatehouse_grant = _GrantOfToken(row.grant_id, row.user_id, row.resource)
         return _RefreshTokenView(row)
 
@@ -262,7 +292,7 @@ _tokens, _grants = RefreshToken.__table__, Grant.__table__
 _SELECT_REFRESH_TOKEN = (
     select(
         _tokens.c.id, _tokens.c.client_id, _tokens.c.scope, _tokens.c.expires_at, _tokens.c.rotated_at,
-        _grants.c.id.label("grant_id"), _grants.c.user_id, _grants.c.resource, _grants.c.revoked_at,
+        _grants.c.id.label("grant_id"), _grants.c.user_id, _grants.c.resource, _grants.c.revoked_at, _grants.c.dpop_jkt,
     )
     .join(_grants, _grants.c.id == _tokens.c.grant_id)
     .where(_tokens.c.token_hash == bindparam("token_hash"))

@@ -1,15 +1,26 @@
-"""Authorization server metadata: RFC 8414 and OpenID Connect Discovery 1.0 (AS-2, AS-3)."""
+"""Authorization server metadata: RFC 8414 and OpenID Connect Discovery 1.0 (AS-2, AS-3), with
+``dpop_signing_alg_values_supported`` (RFC 9449 section 5.1) and, when trusted IdPs are configured,
+the jwt-bearer grant (RFC 7523) and ``authorization_grant_profiles_supported`` (ID-JAG draft
+section 7.2)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from gatehouse.authserver.clients import SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES
+from gatehouse.authserver.clients import JWT_BEARER, SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES
 
 
-def authorization_server_metadata(issuer: str, scopes: list[str]) -> dict:
+def authorization_server_metadata(
+    issuer: str,
+    scopes: list[str],
+    *,
+    dpop_algorithms: list[str] | None = None,
+    grant_profiles: list[str] | None = None,
+    jwt_bearer: bool = False,
+) -> dict:
     auth_methods = list(SUPPORTED_AUTH_METHODS)
-    return {
+    grant_types = [g for g in SUPPORTED_GRANT_TYPES if g != JWT_BEARER or jwt_bearer]
+    document = {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/authorize",
         "token_endpoint": f"{issuer}/token",
@@ -20,7 +31,7 @@ def authorization_server_metadata(issuer: str, scopes: list[str]) -> dict:
         "scopes_supported": scopes,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": list(SUPPORTED_GRANT_TYPES),
+        "grant_types_supported": grant_types,
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
         "revocation_endpoint_auth_methods_supported": auth_methods,
@@ -31,6 +42,11 @@ def authorization_server_metadata(issuer: str, scopes: list[str]) -> dict:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256"],
     }
+    if dpop_algorithms:
+        document["dpop_signing_alg_values_supported"] = list(dpop_algorithms)
+    if grant_profiles:
+        document["authorization_grant_profiles_supported"] = list(grant_profiles)
+    return document
 
 
 def well_known_paths(issuer: str) -> tuple[list[str], list[str]]:

@@ -51,6 +51,7 @@ from gatehouse.authserver.grants import (
     RefreshTokenGrant,
     RequireS256,
 )
+from gatehouse.authserver.jwt_bearer import IdentityAssertionGrant, WorkloadIdentityGrant
 from gatehouse.authserver.resources import describable
 from gatehouse.authserver.tokens import revoke_grant
 from gatehouse.instance_secrets import hashes_match, token_hash
@@ -106,6 +107,7 @@ class GatehouseRequest(OAuth2Request):
         self.gatehouse_grant = None
         self.gatehouse_resource = None
         self.auth_time = None
+        self.dpop = None
 
     @property
     def args(self):
@@ -159,6 +161,9 @@ class GatehouseAuthorizationServer(AuthorizationServer):
         self.register_grant(AuthorizationCodeGrant, [RequireS256(required=True)])
         self.register_grant(RefreshTokenGrant)
         self.register_grant(ClientCredentialsGrant)
+        if ctx.settings.trusted_idps:
+            self.register_grant(IdentityAssertionGrant)
+            self.register_grant(WorkloadIdentityGrant)
         self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(self))
         self.register_endpoint(GatehouseRevocationEndpoint(self))
         self.register_endpoint(GatehouseIntrospectionEndpoint(self))

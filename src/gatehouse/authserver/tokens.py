@@ -1,7 +1,8 @@
 """Grants and the tokens issued from them.
 
 Access tokens are RFC 9068 JWTs (``typ: at+jwt``, ES256, ``kid``) whose ``aud`` is the one
-resource they were issued for (RFC 8707). Refresh tokens are opaque 256-bit values stored
+resource they were issued for (RFC 8707); a DPoP-bound one carries ``cnf.jkt`` and is issued
+as ``token_type: DPoP`` (RFC 9449 section 6.1). Refresh tokens are opaque 256-bit values stored
 as hashes (AS-20) that rotate on every use (AS-13, RFC 9700 section 4.14.2).
 """
 
@@ -37,7 +38,11 @@ _SELECT_ACTIVE_USER = select(User.__table__.c.id, User.__table__.c.username).whe
 )
 
 
-def new_grant(session: Session, *, client_id: str, user_id: int | None, grant_type: str, scope: str, resource: str) -> Grant:
+def new_grant(
+    session: Session, *, client_id: str, user_id: int | None, grant_type: str, scope: str, resource: str,
+    dpop_jkt: str | None = None,
+) -> Grant:
+    """A token family; ``dpop_jkt`` binds its refresh tokens to that DPoP key (RFC 9449 section 5)."""
     grant = Grant(
         id=str(uuid.uuid4()),
         user_id=user_id,
@@ -46,6 +51,7 @@ def new_grant(session: Session, *, client_id: str, user_id: int | None, grant_ty
         scope=scope,
         resource=resource,
         created_at=utcnow(),
+        dpop_jkt=dpop_jkt,
     )
     session.add(grant)
     return grant
@@ -110,11 +116,13 @@ class TokenIssuer:
         resource: Resource,
         include_refresh_token: bool,
         refresh_scope: str | None = None,
+        jkt: str | None = None,
     ) -> dict:
         """Mint an access token (and a refresh token) for grant ``grant_id``; rows join the session's transaction.
 
         ``refresh_scope``: the new refresh token's scope when it differs from the access token's
-        (on refresh it stays that of the presented refresh token, RFC 6749 section 6)."""
+        (on refresh it stays that of the presented refresh token, RFC 6749 section 6).
+        ``jkt``: the thumbprint of the DPoP key the access token is bound to (RFC 9449 section 6.1)."""
         now = utcnow()
         ttl = resource.access_token_ttl
         jti = new_token(16)
@@ -128,6 +136,8 @@ class TokenIssuer:
             "exp": epoch(now) + ttl,
             "jti": jti,
         }
+        if jkt is not None:
+            claims["cnf"] = {"jkt": jkt}
         key = self.keyring.signing_key()
         header = {"alg": ALGORITHM, "typ": "at+jwt", "kid": key.kid}
         access_token = jwt.encode(header, claims, key.private, algorithms=[ALGORITHM])
@@ -138,7 +148,8 @@ class TokenIssuer:
             _INSERT_ACCESS_TOKEN,
             {"jti": jti, "grant_id": grant_id, "client_id": client_id, "expires_at": now + timedelta(seconds=ttl)},
         )
-        token = {"access_token": access_token, "token_type": "Bearer", "expires_in": ttl, "scope": scope}
+        token_type = "Bearer" if jkt is None else "DPoP"
+        token = {"access_token": access_token, "token_type": token_type, "expires_in": ttl, "scope": scope}
         if include_refresh_token:
             refresh = new_token()
             connection.execute(

@@ -1,4 +1,5 @@
-"""Local accounts with argon2id password hashes."""
+"""Local accounts with argon2id password hashes, and password-less accounts created for the users
+of a trusted enterprise IdP (their names hold a ``:``, which local usernames cannot)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import re
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from gatehouse.store.models import User
@@ -46,11 +49,26 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
         _hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
         return None
-    if user is None or user.disabled:
+    if user is None or user.disabled or not user.password_hash:
         return None
     if _hasher.check_needs_rehash(stored):
         user.password_hash = _hasher.hash(password)
     return user
+
+
+def active_user_named(session: Session, username: str) -> User | None:
+    user = session.scalar(select(User).where(User.username == username))
+    return user if user is not None and not user.disabled else None
+
+
+def provisioned_user(session: Session, username: str, display_name: str | None) -> User | None:
+    """The account ``username``, created without a password if it does not exist (safe when two
+    requests race); None if it exists but is disabled."""
+    connection = session.connection()
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    values = {"username": username, "password_hash": None, "display_name": display_name, "disabled": False, "created_at": utcnow()}
+    connection.execute(insert(User.__table__).values(**values).on_conflict_do_nothing(index_elements=["username"]))
+    return active_user_named(session, username)
 
 
 def count_users(session: Session) -> int:

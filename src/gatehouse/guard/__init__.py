@@ -10,12 +10,18 @@ Five lines for an official-SDK server::
     app = guard.protect(mcp.streamable_http_app())
 
 For an AS that issues opaque tokens, ``IntrospectionVerifier`` (RFC 7662) takes the verifier's place.
+DPoP-bound tokens (RFC 9449) are checked with their proofs by default; ``ResourceDPoP`` sets the
+proof window, nonces and replay-cache size (``Guard(..., dpop=ResourceDPoP(require_nonce=True))``).
 """
 
 from gatehouse.guard.caller import Caller, current_caller
+from gatehouse.guard.dpop import ResourceDPoP
 from gatehouse.guard.guard import Guard
 from gatehouse.guard.introspection import IntrospectionVerifier
 from gatehouse.guard.policy import Policy
 from gatehouse.guard.verifier import JWKSKeySource, JWTVerifier, TokenRejected
 
-__all__ = ["Caller", "Guard", "IntrospectionVerifier", "JWKSKeySource", "JWTVerifier", "Policy", "TokenRejected", "current_caller"]
+__all__ = [
+    "Caller", "Guard", "IntrospectionVerifier", "JWKSKeySource", "JWTVerifier", "Policy", "ResourceDPoP", "TokenRejected",
+    "current_caller",
+]

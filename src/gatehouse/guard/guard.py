@@ -6,25 +6,31 @@
   ``error="invalid_token"`` when one was sent (RS-3, RFC 6750 section 3);
 - 403 ``insufficient_scope`` naming every scope the request needs (RS-6);
 - 400 for a malformed request or a token outside the Authorization header (RS-5, RS-7);
+- DPoP (RFC 9449): tokens bound to a key (``cnf.jkt``) only with a proof of that key
+  (:mod:`gatehouse.guard.dpop`), unbound tokens as Bearer tokens; both schemes are advertised in
+  PRM and in every 401 (section 7.1);
 - ``tools/list`` answers list only the tools the token may call.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.guard import caller as caller_context
 from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
+from gatehouse.guard.dpop import DPoPRejected, ResourceDPoP
 from gatehouse.guard.policy import Policy
 from gatehouse.guard.verifier import TokenRejected, TokenVerifier
 
 PRM_PATH = "/.well-known/oauth-protected-resource"
 MAX_BODY = 4 * 1024 * 1024
 JSONRPC_MESSAGES_KEY = "gatehouse.jsonrpc_messages"  # the POST body's messages, parsed once, for the app behind
+SCHEMES = ("bearer", "dpop")
+HIDDEN_HEADERS = (b"authorization", b"dpop")
 
 
 def _quote(value: str) -> str:
@@ -41,8 +47,10 @@ class Guard:
         policy: Policy | None = None,
         scopes_supported: Iterable[str] | None = None,
         resource_name: str | None = None,
+        dpop: ResourceDPoP | None = None,
     ):
         self.resource = resource
+        self.dpop = dpop or ResourceDPoP()
         self.authorization_servers = list(authorization_servers)
         self.verifier = verifier
         self.policy = policy or Policy()
@@ -51,6 +59,7 @@ class Guard:
         parts = urlsplit(resource)
         self.resource_path = parts.path.rstrip("/")
         origin = f"{parts.scheme}://{parts.netloc}"
+        self.origin = origin
         self.metadata_paths = [PRM_PATH + self.resource_path, PRM_PATH] if self.resource_path else [PRM_PATH]
         self.metadata_url = origin + self.metadata_paths[0]
 
@@ -68,6 +77,8 @@ class Guard:
             "authorization_servers": self.authorization_servers,
             "scopes_supported": self.scopes_supported,
             "bearer_methods_supported": ["header"],
+            "dpop_signing_alg_values_supported": list(self.dpop.algorithms),
+            "dpop_bound_access_tokens_required": False,
         }
         if self.resource_name:
             document["resource_name"] = self.resource_name
@@ -77,7 +88,7 @@ class Guard:
         """``app`` behind the guard, with the metadata routes in front of it."""
         return GuardedApp(self, app)
 
-    def challenge(self, scopes: list[str], error: str | None = None, description: str | None = None) -> str:
+    def challenge(self, scopes: list[str], error: str | None = None, description: str | None = None, scheme: str = "Bearer") -> str:
         parts = []
         if error:
             parts.append(f'error="{error}"')
@@ -86,7 +97,17 @@ class Guard:
         parts.append(f'resource_metadata="{self.metadata_url}"')
         if scopes:
             parts.append(f'scope="{" ".join(scopes)}"')
-        return "Bearer " + ", ".join(parts)
+        if scheme == "DPoP":
+            parts.append(f'algs="{" ".join(self.dpop.algorithms)}"')
+        return f"{scheme} " + ", ".join(parts)
+
+    def challenges(
+        self, scopes: list[str], error: str | None = None, description: str | None = None, scheme: str = "bearer"
+    ) -> list[str]:
+        """Both schemes (RFC 9449 section 7.1); the error goes in the challenge of the scheme the client used."""
+        if scheme == "dpop":
+            return [self.challenge(scopes, error, description, "DPoP"), self.challenge(scopes)]
+        return [self.challenge(scopes, error, description), f'DPoP algs="{" ".join(self.dpop.algorithms)}"']
 
 
 class GuardedApp:
@@ -107,6 +128,7 @@ class GuardedApp:
         guard = self.guard
         first: Message | None = None
         messages: list[dict] = []
+        body = b""
         if scope["method"] == "POST":
             first, body, too_large = await read_body(receive, MAX_BODY)
             if too_large:
@@ -131,31 +153,44 @@ class GuardedApp:
             return
         header = _authorization(scope)
         if header is None:
-            await _json_error(send, 401, "invalid_token", "this MCP server needs an OAuth access token", challenge=guard.challenge(required))
+            await _json_error(send, 401, "invalid_token", "this MCP server needs an OAuth access token",
+                              challenges=guard.challenges(required))
             return
         kind, _, token = header.partition(" ")
         token = token.strip()
-        if kind.lower() != "bearer" or not token or " " in token:
-            await _json_error(send, 400, "invalid_request", "the Authorization header must be 'Bearer <token>'",
+        scheme = kind.lower()
+        if scheme not in SCHEMES or not token or " " in token:
+            await _json_error(send, 400, "invalid_request", "the Authorization header must be 'Bearer <token>' or 'DPoP <token>'",
                               challenge=guard.challenge(required, "invalid_request"))
             return
         try:
             caller = await guard.verifier.verify(token)
         except TokenRejected as exc:
-            await _json_error(send, 401, "invalid_token", exc.description, challenge=guard.challenge(required, "invalid_token", exc.description))
+            await _json_error(send, 401, "invalid_token", exc.description,
+                              challenges=guard.challenges(required, "invalid_token", exc.description, scheme))
             return
+        cnf = caller.claims.get("cnf")
+        if cnf is not None or scheme == "dpop":
+            try:
+                guard.dpop.check(token=token, cnf=cnf, scheme=scheme, proofs=[v for k, v in scope["headers"] if k == b"dpop"],
+                                 method=scope["method"], url=guard.origin + scope["path"], body=body)
+            except DPoPRejected as exc:
+                nonce = [(b"dpop-nonce", exc.nonce.encode())] if exc.nonce else []
+                await _json_error(send, 401, exc.error, exc.description,
+                                  challenges=guard.challenges(required, exc.error, exc.description, scheme), headers=nonce)
+                return
         missing = guard.policy.missing(caller.scopes, required)
         if missing:
             await _json_error(
                 send, 403, "insufficient_scope", f"this request needs the scope(s): {' '.join(required)}",
-                challenge=guard.challenge(required, "insufficient_scope"),
+                challenges=guard.challenges(required, "insufficient_scope", scheme=scheme),
             )
             return
 
         scope[caller_context.SCOPE_KEY] = caller
         scope[JSONRPC_MESSAGES_KEY] = messages
         # handlers learn who calls from the Caller, never the token itself (no passthrough, RS-8)
-        scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in HIDDEN_HEADERS]
         token_binding = caller_context.bind(caller)
         try:
             replay = _replay(first, receive) if first is not None else receive
@@ -205,11 +240,15 @@ def _replay(first: Message, receive: Receive) -> Receive:
     return replay
 
 
-async def _json_error(send: Send, status: int, error: str, description: str, challenge: str | None = None) -> None:
-    headers = [(b"cache-control", b"no-store")]
-    if challenge:
-        headers.append((b"www-authenticate", challenge.encode()))
-    await send_json(send, status, {"error": error, "error_description": description}, headers)
+async def _json_error(
+    send: Send, status: int, error: str, description: str, challenge: str | None = None,
+    challenges: Sequence[str] = (), headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """An OAuth error answer; each challenge is its own ``WWW-Authenticate`` field (RFC 9110 section 11.6.1)."""
+    fields = [(b"cache-control", b"no-store"), *headers]
+    for value in ([challenge] if challenge else challenges):
+        fields.append((b"www-authenticate", value.encode()))
+    await send_json(send, status, {"error": error, "error_description": description}, fields)
 
 
 async def _jsonrpc_parse_error(send: Send) -> None:

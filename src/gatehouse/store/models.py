@@ -101,6 +101,8 @@ class AuthorizationCode(Base):
     expires_at: Mapped[datetime]
     redeemed_at: Mapped[datetime | None]
     grant_id: Mapped[str | None] = mapped_column(String(36))
+    #: RFC 9449 section 10: the DPoP key the code may be redeemed with (``dpop_jkt``)
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
 
 
 class Grant(Base):
@@ -117,6 +119,8 @@ class Grant(Base):
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
+    #: RFC 9449 section 5: the thumbprint of the DPoP key the family's refresh tokens are bound to
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_grants_user_client", "user_id", "client_id"),)
 
@@ -157,11 +161,23 @@ class Revocation(Base):
 
 
 class ClientAssertionUse(Base):
-    """``jti`` values of client assertions already used (RFC 7523 section 3, item 7)."""
+    """``jti`` values of RFC 7523 assertions already used (section 3, item 7): client assertions
+    keyed by their client, authorization grant assertions (jwt-bearer grant) by their issuer."""
 
     __tablename__ = "client_assertion_jtis"
 
     client_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class DPoPProofUse(Base):
+    """``jti`` values of DPoP proofs the token endpoint accepted, per key (RFC 9449 section 11.1),
+    kept until the proof's ``iat`` is too old for it to pass again."""
+
+    __tablename__ = "dpop_proof_jtis"
+
+    jkt: Mapped[str] = mapped_column(String(64), primary_key=True)
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
