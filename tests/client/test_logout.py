@@ -14,8 +14,9 @@ def logout(tmp_path, resource: str, *flags: str):
     return CliRunner().invoke(cli(), ["logout", resource, *flags, "--storage-dir", str(tmp_path / "credentials")])
 
 
-async def signed_in_refresh_token(live_as, options, tmp_path) -> str:
-    await call_tool(live_as.resource, create_auth(live_as.resource, options()), "list_notes")
+async def signed_in_refresh_token(live_as, options, tmp_path) -> tuple[str, str]:
+    """A Bearer grant (no DPoP), so the test can refresh with the bare refresh token afterwards."""
+    await call_tool(live_as.resource, create_auth(live_as.resource, options(dpop=False)), "list_notes")
     [entry] = CredentialStore(tmp_path / "credentials").find(live_as.resource)
     return entry.tokens.refresh_token, entry.tokens.client_id
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from gatehouse.client.enterprise import create_enterprise_provider
 from gatehouse.client.errors import ClientError
 from gatehouse.client.options import ClientOptions
 from gatehouse.client.provider import (
@@ -30,6 +31,7 @@ from gatehouse.client.provider import (
 )
 from gatehouse.client.storage import default_store
 from gatehouse.client.token_storage import BoundTokenStorage
+from gatehouse.client.workload_identity import create_workload_provider
 
 SDK_FLOW_LOGGER = "mcp.client.auth.oauth2"
 
@@ -61,11 +63,18 @@ def _check_arguments(server_url: str, options: ClientOptions) -> None:
             raise ClientError("client credentials need a client secret or a private key file (private_key_jwt)")
     elif options.client_secret and not options.client_id:
         raise ClientError("a client secret needs its client id (--client-id)")
+    grants = [options.client_credentials, bool(options.workload_token or options.workload_token_file), bool(options.enterprise_idp)]
+    if sum(grants) > 1:
+        raise ClientError("choose one of client credentials, a workload identity token and an enterprise IdP")
+    if options.enterprise_idp and not (options.client_id and options.client_secret):
+        raise ClientError("enterprise-managed authorization needs the client id and secret registered with the MCP authorization server")
 
 
 def create_auth(server_url: str, options: ClientOptions, *, status: Callable[[str], None] | None = None) -> httpx2.Auth:
     """An ``httpx2.Auth`` for ``server_url``: interactive (browser) by default, client credentials when
-    ``options.client_credentials`` (a secret, or ``private_key_jwt`` with ``options.private_key_file``).
+    ``options.client_credentials`` (a secret, or ``private_key_jwt`` with ``options.private_key_file``),
+    the jwt-bearer grant with a workload identity token (``options.workload_token[_file]``) or with an
+    ID-JAG from an enterprise IdP (``options.enterprise_idp``); DPoP as ``options.dpop`` says.
 
     ``status`` receives progress lines for people: "Opening the browser…", "Refreshing the access
     token…", and while waiting for the browser, once a second, "Waiting for the login (4:59 left)…"
@@ -76,6 +85,10 @@ def create_auth(server_url: str, options: ClientOptions, *, status: Callable[[st
     _quiet_sdk_flow_errors()
     say = status or (lambda line: None)
     storage = BoundTokenStorage(default_store(options), server_url, fresh=options.fresh_login)
+    if options.enterprise_idp is not None:
+        return create_enterprise_provider(server_url, options, storage, say)
+    if options.workload_token or options.workload_token_file:
+        return create_workload_provider(server_url, options, storage, say)
     if options.client_credentials and options.private_key_file is not None:
         return PrivateKeyClientCredentialsProvider(server_url, options, storage, say)
     if options.client_credentials:

@@ -22,7 +22,8 @@ answer) and overrides a few small methods, adding:
 - a limit on step-ups per operation (CL-14), and a clear failure when a fresh token is refused;
 - several authorization servers tried in order when one cannot be used;
 - re-registration, once, when a registration expired or is answered with ``invalid_client``;
-- one-line ``ClientError``s instead of the SDK's exceptions.
+- one-line ``ClientError``s instead of the SDK's exceptions;
+- DPoP (RFC 9449) on token and resource requests, from its base ``DPoPFlow`` (``dpop_flow.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuth
 from mcp.client.auth.utils import (
     build_oauth_authorization_server_metadata_discovery_urls,
     extract_field_from_www_auth,
+    extract_resource_metadata_from_www_auth,
     extract_scope_from_www_auth,
     issuers_match,
     should_use_client_metadata_url,
@@ -53,8 +55,11 @@ from gatehouse.client.checks import (
     ServerRefused,
     check_authorization_server,
     check_can_identify,
-    validate_resource_url,
+    check_default_endpoints,
+    check_resource_matches,
+    origin_of,
 )
+from gatehouse.client.dpop_flow import DPoPFlow
 from gatehouse.client.errors import AuthorizationFailed, ClientError
 from gatehouse.client.login import BrowserLogin
 from gatehouse.client.options import ClientOptions
@@ -103,7 +108,7 @@ def _registration_expired(info: OAuthClientInformationFull | None) -> bool:
     return bool(expires) and expires < time.time()
 
 
-class GatehouseFlow:
+class GatehouseFlow(DPoPFlow):
     """The additions; mix in before an ``OAuthClientProvider`` class (see the module docstring)."""
 
     code_flow = True
@@ -128,6 +133,8 @@ class GatehouseFlow:
         self._token_request: httpx2.Request | None = None
         self._metadata_problem: str | None = None
         self._registered_again = False
+        self._last_sent_url: str | None = None
+        self._validate_resource_url_callback = self._validate_prm_resource
 
     # --- loading and storing -------------------------------------------------------------
 
@@ -215,8 +222,22 @@ class GatehouseFlow:
         self._selected_server = super()._select_authorization_server(candidates)
         return self._selected_server
 
+    def _is_legacy_server(self) -> bool:
+        """A 2025-03-26 server: no protected resource metadata and no AS metadata document at its
+        origin, so the MCP server is its own AS at the default endpoints ``/authorize``, ``/token``
+        and ``/register`` of its origin (MCP 2025-03-26, "Fallbacks for Servers without Metadata
+        Discovery"), which the SDK then uses. Metadata that exists but is invalid is still refused."""
+        context = self.context
+        return (
+            context.oauth_metadata is None and context.protected_resource_metadata is None
+            and context.auth_server_url is None and self._metadata_problem is None
+        )
+
     def _vet_authorization_server(self) -> None:
         context = self.context
+        if self._is_legacy_server():
+            check_default_endpoints(context.server_url)
+            return
         check_authorization_server(
             context.oauth_metadata, self._selected_server or context.auth_server_url,
             code_flow=self.code_flow, problem=self._metadata_problem,
@@ -324,11 +345,19 @@ class GatehouseFlow:
         self.context.oauth_metadata = None
         return True
 
+    async def _validate_prm_resource(self, server_url: str, prm_resource: str | None) -> None:
+        """CL-2, knowing where the metadata was just fetched from (the SDK's ``validate_resource_url`` hook):
+        a URL the server's challenge named, or a well-known URI discovery built."""
+        named = extract_resource_metadata_from_www_auth(self._challenge) if self._challenge is not None else None
+        well_known = self._last_sent_url if self._last_sent_url != named else None
+        check_resource_matches(server_url, prm_resource, well_known)
+
     def _before_sending(self, outgoing: httpx2.Request) -> None:
         """A registration is about to be sent: vet the AS first, so a refused AS learns nothing."""
+        self._last_sent_url = str(outgoing.url)
         if outgoing.method != "GET" and outgoing is not self._token_request and self.context.client_info is None:
             self._vet_authorization_server()
-            self._status(f"Registering this client with {self.context.oauth_metadata.issuer}…")
+            self._status(f"Registering this client with {self._issuer_name()}…")
 
     async def _on_resource_answer(self, request: httpx2.Request, response: httpx2.Response, *, first: bool) -> bool:
         """Prepare for an authorization the SDK is about to start; False hands the answer to the caller."""
@@ -389,10 +418,14 @@ class GatehouseFlow:
             )
 
     async def _note_metadata_problem(self, outgoing: httpx2.Request, response: httpx2.Response) -> None:
-        if response.status_code != 200 or self.context.auth_server_url is None:
-            return
+        """Remember why AS metadata was unusable: invalid, or a server error (then no 2025-03-26 fallback)."""
         candidates = build_oauth_authorization_server_metadata_discovery_urls(self.context.auth_server_url, self.context.server_url)
         if str(outgoing.url) not in candidates:
+            return
+        if response.status_code >= 500:
+            self._metadata_problem = f"{outgoing.url} answered HTTP {response.status_code}"
+            return
+        if response.status_code != 200:
             return
         try:
             OAuthMetadata.model_validate_json(await response.aread())
@@ -403,7 +436,11 @@ class GatehouseFlow:
 
     def _issuer_name(self) -> str:
         metadata = self.context.oauth_metadata
-        return str(metadata.issuer) if metadata else (self._selected_server or "the authorization server")
+        if metadata is not None:
+            return str(metadata.issuer)
+        if self._is_legacy_server():
+            return origin_of(self.context.server_url)
+        return self._selected_server or "the authorization server"
 
 
 def _metadata_document_url(url: str | None) -> tuple[str | None, str | None]:
@@ -438,7 +475,7 @@ class InteractiveProvider(GatehouseFlow, OAuthClientProvider):
         )
         super().__init__(
             server_url, metadata, storage, login.redirect_handler, login.callback_handler,
-            client_metadata_url=for_sdk, validate_resource_url=validate_resource_url,
+            client_metadata_url=for_sdk,
         )
         if loopback_document:
             self.context.client_metadata_url = loopback_document
@@ -465,7 +502,6 @@ class SecretClientCredentialsProvider(GatehouseFlow, ClientCredentialsOAuthProvi
                 server_url, storage, options.client_id, options.client_secret, "client_secret_basic",
                 scope=" ".join(options.scopes) or None, issuer=options.issuer,
             )
-        self._validate_resource_url_callback = validate_resource_url
         self._setup_gatehouse(storage, options, status)
 
 
@@ -481,5 +517,4 @@ class PrivateKeyClientCredentialsProvider(GatehouseFlow, PrivateKeyJWTOAuthProvi
                 server_url, storage, options.client_id, assertion_provider(options.client_id, options.private_key_file),
                 scope=" ".join(options.scopes) or None, issuer=options.issuer,
             )
-        self._validate_resource_url_callback = validate_resource_url
         self._setup_gatehouse(storage, options, status)

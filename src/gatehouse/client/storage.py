@@ -13,7 +13,7 @@ An entry holds the issuer and resource it belongs to, the client registration (i
 client secret and its ``client_secret_expires_at``), the tokens with an absolute ``expires_at``
 (epoch seconds, so a restarted client refreshes instead of logging in again), and the public
 metadata last discovered for both (so a refresh needs no rediscovery and still sends
-``resource``, CL-11).
+``resource``, CL-11), and the DPoP key its tokens are bound to, if any (RFC 9449).
 
 Writes are atomic (temporary file, fsync, ``os.replace``) under an inter-process lock. A file
 that cannot be read raises ``StorageError`` naming it; it is never overwritten or deleted, only
@@ -103,6 +103,8 @@ class StoredEntry:
     protected_resource: dict[str, Any] | None = field(default=None, repr=False)
     updated_at: float = 0.0
     path: Path | None = field(default=None, compare=False)
+    dpop_key: dict[str, Any] | None = field(default=None, repr=False)
+    """The private JWK the tokens are DPoP-bound to (RFC 9449), kept so a restarted client can use them."""
 
     def to_json(self) -> dict[str, Any]:
         tokens = None
@@ -113,6 +115,7 @@ class StoredEntry:
             "format": FORMAT, "issuer": self.issuer, "resource": self.resource, "updated_at": self.updated_at,
             "client": client, "tokens": tokens, "authorization_server": self.authorization_server,
             "protected_resource": self.protected_resource,
+            **({"dpop_key": self.dpop_key} if self.dpop_key else {}),
         }
 
     @classmethod
@@ -130,12 +133,12 @@ class StoredEntry:
         client = data.get("client")
         if client is not None:
             client = OAuthClientInformationFull.model_validate(client)
-        for name in ("authorization_server", "protected_resource"):
+        for name in ("authorization_server", "protected_resource", "dpop_key"):
             if data.get(name) is not None and not isinstance(data[name], dict):
                 raise ValueError(f"{name} malformed")
         return cls(
             issuer, resource, client, tokens, data.get("authorization_server"), data.get("protected_resource"),
-            float(data.get("updated_at") or 0.0), path,
+            float(data.get("updated_at") or 0.0), path, data.get("dpop_key"),
         )
 
     def summary(self) -> EntrySummary:
