@@ -21,6 +21,7 @@ from rich.table import Table
 from gatehouse.client import commands as client_commands
 from gatehouse.client.tokens_cli import logout, tokens_app
 from gatehouse.config import Settings
+from gatehouse.doctor.command import doctor
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Real OAuth in front of MCP servers.")
 users_app = typer.Typer(no_args_is_help=True, help="Local user accounts.")
@@ -37,6 +38,7 @@ app.command("connect")(client_commands.connect)
 app.command("tools")(client_commands.tools)
 app.command("call")(client_commands.call)
 app.command("bridge")(client_commands.bridge)
+app.command("doctor")(doctor)
 
 out = Console()
 err = Console(stderr=True)

@@ -128,7 +128,8 @@ def sdk_app(tools: Tools, **transport):
     return mcp.streamable_http_app(**transport)
 
 
-def fastmcp_app(tools: Tools):
+def fastmcp_app(tools: Tools, **transport):
+    """A FastMCP server at /mcp; ``transport`` (event store, retry interval) goes to ``http_app``."""
     mcp = FastMCP("streaming")
 
     @mcp.tool
@@ -136,7 +137,12 @@ def fastmcp_app(tools: Tools):
         """Two progress reports and two log messages, then the result."""
         return await tools.countdown(ctx)
 
-    return mcp.http_app(path="/mcp")
+    @mcp.tool
+    async def interrupted(ctx: FastMCPContext) -> str:
+        """Cut its own SSE stream after the first progress report, then carry on."""
+        return await tools.interrupted(ctx)
+
+    return mcp.http_app(path="/mcp", **transport)
 
 
 def guard_for(live_as, resource: str) -> Guard:
@@ -165,7 +171,7 @@ def deployed(deployment: str, live_as, sock, resource: str, tools: Tools, **tran
             with gateway(live_as, sock, resource, f"http://127.0.0.1:{upstream_sock.getsockname()[1]}/mcp"):
                 yield
         return
-    app = sdk_app(tools, **transport) if deployment == "sdk" else fastmcp_app(tools)
+    app = sdk_app(tools, **transport) if deployment == "sdk" else fastmcp_app(tools, **transport)
     with ThreadedServer(guard_for(live_as, resource).protect(app), sock):
         yield
 
@@ -226,7 +232,7 @@ async def test_notifications_arrive_while_the_tool_runs(live_as, deployment, ext
 # --- 2. sessions resume --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("deployment", ["sdk", "gateway"])
+@pytest.mark.parametrize("deployment", ["sdk", "fastmcp", "gateway"])
 async def test_a_cut_stream_resumes_with_last_event_id(live_as, deployment, extra_socket, extra_resource, token, tools):
     """When a tool call's SSE stream is cut after the first event, the SDK client reconnects with GET,
     ``Last-Event-ID``, its ``Mcp-Session-Id`` and its token, and gets what was sent while it was away,
