@@ -40,6 +40,10 @@ from gatehouse.authserver.sessions import SessionManager
 log = logging.getLogger("gatehouse.authserver")
 
 PUBLIC_CACHE = {"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"}
+PUBLIC_PREFLIGHT = {  # browser-based MCP clients send MCP-Protocol-Version with metadata requests
+    "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET",
+    "Access-Control-Allow-Headers": "mcp-protocol-version", "Access-Control-Max-Age": "86400",
+}
 
 
 def _rate_limited(exc: RateLimited, what: str) -> JSONResponse:
@@ -159,6 +163,8 @@ class AuthServerEndpoints:
         return JSONResponse({"keys": self.ctx.keyring.published_keys()}, headers=PUBLIC_CACHE)
 
     async def server_metadata(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=PUBLIC_PREFLIGHT)
         return JSONResponse(self.metadata, headers=PUBLIC_CACHE)
 
 
@@ -209,7 +215,7 @@ def create_authserver_app(ctx: AuthServerContext, extra_routes: list[BaseRoute] 
     routes, endpoints = authserver_routes(ctx)
     base_path = urlsplit(ctx.issuer).path.rstrip("/")
     rfc8414_paths, oidc_paths = well_known_paths(ctx.issuer)
-    well_known = [Route(p, endpoints.server_metadata, methods=["GET"]) for p in rfc8414_paths + oidc_paths]
+    well_known = [Route(p, endpoints.server_metadata, methods=["GET", "OPTIONS"]) for p in rfc8414_paths + oidc_paths]
     app_routes: list[BaseRoute] = [*well_known, *(extra_routes or [])]
     app_routes += [Mount(base_path, routes=routes)] if base_path else routes
     app = Starlette(routes=app_routes, exception_handlers={Exception: _unexpected_error}, lifespan=lifespan)

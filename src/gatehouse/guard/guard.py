@@ -202,7 +202,8 @@ class GuardedApp:
 
     async def _serve_metadata(self, scope: Scope, send: Send) -> None:
         if scope["method"] == "OPTIONS":
-            await send_bytes(send, 204, b"", [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"GET")])
+            await send_bytes(send, 204, b"", [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"GET"),
+                                              (b"access-control-allow-headers", b"mcp-protocol-version"), (b"access-control-max-age", b"86400")])
             return
         await send_bytes(
             send, 200, self._metadata_body,
