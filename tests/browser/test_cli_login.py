@@ -174,7 +174,8 @@ class Cli:
     def environment(self) -> dict[str, str]:
         environment = {name: value for name, value in os.environ.items()
                        if name not in ("GATEHOUSE_CLIENT_SECRET", "GATEHOUSE_CREDENTIALS_DIR")}
-        environment.update({"BROWSER": str(self.browser), HANDOFF_VARIABLE: str(self.handoff)})
+        environment.update({"BROWSER": str(self.browser), HANDOFF_VARIABLE: str(self.handoff),
+                            "GATEHOUSE_CREDENTIALS_BACKEND": "file"})  # never the developer's own OS keyring
         return environment
 
     def argv(self, args) -> list[str]:

@@ -34,6 +34,9 @@ class ClientOptions:
     headless: bool = False
     login_timeout: float = 300.0
     storage_dir: Path | None = None
+    credentials_backend: str | None = None
+    """Where stored secrets go: ``file``, ``keyring`` (the OS keyring) or ``auto``; None: env
+    ``GATEHOUSE_CREDENTIALS_BACKEND``, else ``auto`` (the keyring when one is installed and recommended)."""
     client_name: str = "Gatehouse CLI"
     extra_headers: dict[str, str] = field(default_factory=dict)
     issuer: str | None = None

@@ -15,6 +15,10 @@ client secret and its ``client_secret_expires_at``), the tokens with an absolute
 metadata last discovered for both (so a refresh needs no rediscovery and still sends
 ``resource``, CL-11), and the DPoP key its tokens are bound to, if any (RFC 9449).
 
+With the ``keyring`` extra and a usable OS keyring, the secrets (tokens, client secret, DPoP key)
+live in the keyring instead and the file records that (see ``keyring_secrets``); ``entries()``
+never touches the keyring.
+
 Writes are atomic (temporary file, fsync, ``os.replace``) under an inter-process lock. A file
 that cannot be read raises ``StorageError`` naming it; it is never overwritten or deleted, only
 set aside as ``*.corrupt`` on an explicit new login or ``gatehouse logout``.
@@ -45,7 +49,7 @@ from urllib.parse import urlsplit, urlunsplit
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import ValidationError
 
-from gatehouse.client import locking
+from gatehouse.client import keyring_secrets, locking
 from gatehouse.client.errors import StorageError
 from gatehouse.client.options import ClientOptions
 
@@ -193,8 +197,10 @@ def _unreadable(path: Path, reason: str, resource: str | None) -> StorageError:
 class CredentialStore:
     """The JSON-file credential store rooted at ``root`` (see the module docstring)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, backend: str | None = None):
         self.root = Path(root)
+        self.backend = backend
+        """Where new writes put secrets: ``file``, ``keyring`` or ``auto`` (None: the environment, else auto)."""
 
     def __repr__(self) -> str:
         return f"CredentialStore({str(self.root)!r})"
@@ -205,8 +211,10 @@ class CredentialStore:
     def path_for(self, issuer: str, resource: str) -> Path:
         return self.folder_for(resource) / f"{_folder_name(issuer)}.json"
 
-    def read(self, path: Path, resource: str | None = None) -> StoredEntry | None:
-        """The entry in ``path``, None when there is none; ``StorageError`` when it cannot be read."""
+    def read(self, path: Path, resource: str | None = None, *, with_secrets: bool = True) -> StoredEntry | None:
+        """The entry in ``path``, None when there is none; ``StorageError`` when it cannot be read.
+
+        Without ``with_secrets``, secrets kept in the OS keyring read as ``keyring_secrets.PLACEHOLDER``."""
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -214,7 +222,15 @@ class CredentialStore:
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {exc.strerror}; it should belong to you with mode 0600") from None
         try:
-            return StoredEntry.from_json(json.loads(raw), path)
+            data = json.loads(raw)
+            if isinstance(data, dict) and isinstance(data.get("keyring"), dict):
+                secrets = None
+                if with_secrets:
+                    secrets = keyring_secrets.for_reading().get(str(data["keyring"].get("username")))
+                    if secrets is None:
+                        raise ValueError("its secrets are missing from the OS keyring")
+                data = keyring_secrets.merge(data, secrets)
+            return StoredEntry.from_json(data, path)
         except (ValueError, TypeError, ValidationError) as exc:
             reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
             raise _unreadable(path, reason, resource) from None
@@ -249,15 +265,40 @@ class CredentialStore:
         with locking.hold(path.with_name(path.name + ".lock")):
             try:
                 current = self.read(path, resource)
-            except StorageError:
-                if not set_aside_unreadable:
+            except StorageError as exc:
+                if not set_aside_unreadable or isinstance(exc, keyring_secrets.KeyringFailure):
                     raise
                 self.set_aside(path)
                 current = None
             entry = change(current or StoredEntry(issuer, resource, path=path))
             entry = replace(entry, issuer=issuer, resource=resource, updated_at=time.time(), path=path)
-            self._write_atomically(path, json.dumps(entry.to_json(), indent=2).encode())
+            self._write_entry(path, entry)
         return entry
+
+    def _write_entry(self, path: Path, entry: StoredEntry) -> None:
+        """Secrets into the keyring first (when it is used), then the file; a keyring item the file no
+        longer refers to is deleted last (best effort: the file already holds everything)."""
+        previous = self._keyring_username(path)
+        data, username = entry.to_json(), None
+        keyring = keyring_secrets.choose(self.backend)
+        if keyring is not None:
+            data, secrets = keyring_secrets.split(data)
+            username = keyring_secrets.username_for(self.root, entry.issuer, entry.resource)
+            keyring.set(username, secrets)
+            data["keyring"] = {"service": keyring_secrets.SERVICE, "username": username, "fields": sorted(secrets)}
+        self._write_atomically(path, json.dumps(data, indent=2).encode())
+        if previous is not None and previous != username:
+            with contextlib.suppress(StorageError):
+                keyring_secrets.for_reading().delete(previous)
+
+    @staticmethod
+    def _keyring_username(path: Path) -> str | None:
+        """The keyring item ``path`` keeps its secrets in, if any."""
+        try:
+            record = json.loads(path.read_bytes()).get("keyring")
+            return str(record["username"]) if isinstance(record, dict) and record.get("username") else None
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def refresh_lock(self, issuer: str, resource: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Held by whoever refreshes this entry's tokens, so that one refresh serves everyone (issue 4 item 2)."""
@@ -270,7 +311,7 @@ class CredentialStore:
         summaries = []
         for path in sorted(self.root.glob("*/*.json")):
             try:
-                entry = self.read(path)
+                entry = self.read(path, with_secrets=False)
             except StorageError as exc:
                 summaries.append(EntrySummary(None, None, None, (), None, False, False, None, None, path, str(exc)))
                 continue
@@ -288,12 +329,15 @@ class CredentialStore:
         for path in paths:
             with locking.hold(path.with_name(path.name + ".lock")) if path.parent.is_dir() else contextlib.nullcontext():
                 try:
-                    entry = self.read(path, resource)
+                    entry = self.read(path, resource, with_secrets=False)
                 except StorageError:
                     self.set_aside(path)
                     removed += 1
                     continue
                 if entry is not None:
+                    username = self._keyring_username(path)
+                    if username is not None:
+                        keyring_secrets.for_reading().delete(username)
                     path.unlink()
                     removed += 1
         return removed
@@ -305,7 +349,7 @@ class CredentialStore:
         for path in sorted(self.folder_for(resource).glob("*.json")):
             with locking.hold(path.with_name(path.name + ".lock")):
                 try:
-                    self.read(path, resource)
+                    self.read(path, resource, with_secrets=False)
                 except StorageError:
                     moved.append(self.set_aside(path))
         return moved
@@ -363,6 +407,7 @@ def storage_dir(options: ClientOptions) -> Path:
 
 
 def default_store(options: ClientOptions) -> CredentialStore:
-    """The credential store ``options`` point at (see ``storage_dir``)."""
-    return CredentialStore(storage_dir(options))
+    """The credential store ``options`` point at (see ``storage_dir``), its secrets where
+    ``options.credentials_backend`` / ``$GATEHOUSE_CREDENTIALS_BACKEND`` say (see ``keyring_secrets``)."""
+    return CredentialStore(storage_dir(options), options.credentials_backend)
 
