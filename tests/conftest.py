@@ -190,3 +190,10 @@ def loopback_server():
             yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     return serve
+
+
+@pytest.fixture(autouse=True)
+def credentials_in_files(monkeypatch):
+    """Client credentials go to files, never to the developer's own OS keyring (the keyring
+    backend's tests pick their own keyring)."""
+    monkeypatch.setenv("GATEHOUSE_CREDENTIALS_BACKEND", "file")

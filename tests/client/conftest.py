@@ -172,9 +172,3 @@ async def failure_of(awaitable, kind: type[BaseException] = Exception) -> BaseEx
             raise
         return error
     raise AssertionError(f"expected {kind.__name__}, nothing was raised")
-
-
-@pytest.fixture(autouse=True)
-def credentials_in_files(monkeypatch):
-    """Tests never write to the developer's real OS keyring (test_keyring_storage.py picks its own backend)."""
-    monkeypatch.setenv("GATEHOUSE_CREDENTIALS_BACKEND", "file")
