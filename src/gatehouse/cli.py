@@ -22,6 +22,7 @@ from gatehouse.client import commands as client_commands
 from gatehouse.client.tokens_cli import logout, tokens_app
 from gatehouse.config import Settings
 from gatehouse.doctor.command import doctor
+from gatehouse.secret_files import read_secret_file
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Real OAuth in front of MCP servers.")
 users_app = typer.Typer(no_args_is_help=True, help="Local user accounts.")
@@ -180,12 +181,9 @@ def read_client_secret(path: Path | None) -> str:
             fail(f"introspection needs the client secret: give --client-secret-file PATH or set {INTROSPECTION_SECRET_ENV}")
         return secret
     try:
-        secret = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"cannot read the client secret from {path}: {getattr(exc, 'strerror', None) or exc}")
-    if not secret:
-        fail(f"the client secret file {path} is empty")
-    return secret
+        return read_secret_file(path)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 @app.command()

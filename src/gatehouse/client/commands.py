@@ -24,6 +24,7 @@ from rich.table import Table
 from gatehouse.client.errors import ClientError
 from gatehouse.client.options import ClientOptions
 from gatehouse.client.tool_arguments import ArgumentOptions, BadArguments, required_arguments
+from gatehouse.secret_files import read_secret_file
 
 SECRET_ENV = "GATEHOUSE_CLIENT_SECRET"
 
@@ -258,12 +259,9 @@ def read_client_secret(path: Path | None) -> str | None:
     if path is None:
         return os.environ.get(SECRET_ENV, "").strip() or None
     try:
-        secret = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"cannot read the client secret from {path}: {getattr(exc, 'strerror', None) or exc}")
-    if not secret:
-        fail(f"the client secret file {path} is empty")
-    return secret
+        return read_secret_file(path)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def quiet_library_logs() -> None:

@@ -1,0 +1,16 @@
+"""Secrets read from files (never from the command line, where other users can read them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def read_secret_file(path: Path) -> str:
+    """The secret in ``path``, stripped; ``ValueError`` says why there is none."""
+    try:
+        secret = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the client secret from {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not secret:
+        raise ValueError(f"the client secret file {path} is empty")
+    return secret
