@@ -29,6 +29,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+pytest_plugins = ["tests.upstream.fixtures"]  # upstream identity providers and APIs (tests/upstream/README.md)
+
 
 def missing_component(message: str):
     """Skip locally; in CI a missing component is a failure."""
