@@ -79,7 +79,8 @@ class ThreadedServer:
 
     def __init__(self, app, sock: socket.socket):
         self.sock = sock
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="auto", access_log=False))
+        http = getattr(app, "http_protocol", "auto")  # the gateway's fast path (gatehouse.guard.gateway_protocol)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="auto", access_log=False, http=http))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
 
     def __enter__(self):

@@ -265,9 +265,9 @@ def gateway(
     target = upstream or " ".join(command)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     out.print(f"Gatehouse gateway: [bold]{resource}[/] → {target}  (tokens from {issuer})", highlight=False)
+    app = create_gateway_app(guard, proxy, path)
     try:
-        uvicorn.run(create_gateway_app(guard, proxy, path), host=host, port=port, log_level="info", access_log=access_log,
-                    proxy_headers=False)
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, proxy_headers=False, http=app.http_protocol)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror}", "choose another --port or stop what uses it")
 

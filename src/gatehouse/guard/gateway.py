@@ -29,10 +29,10 @@ HOP_BY_HOP = {
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
     b"transfer-encoding", b"upgrade", b"host", b"content-length",
 }
-NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"cookie"}
+NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"dpop", b"cookie"}
 SET_BY_THE_GATEWAY = HOP_BY_HOP | {b"date", b"server"}  # uvicorn writes its own; two of each would confuse clients
 FORWARDED_METHODS = {"GET", "POST", "DELETE", "OPTIONS"}
-_HOLD_JSON_UP_TO = 1024 * 1024
+HOLD_JSON_UP_TO = 1024 * 1024
 SESSION_HEADER = b"mcp-session-id"
 
 
@@ -63,14 +63,13 @@ class HTTPUpstream:
         self.pool = UpstreamPool(upstream, connect_timeout=connect_timeout, read_timeout=read_timeout)
         self.session_owners = SessionOwners()
 
-    def _headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
-        headers = [(k, v) for k, v in scope["headers"] if k not in NOT_FORWARDED]
-        if self.identity_header:
-            headers = [(k, v) for k, v in headers if k != self.identity_header]
-            caller = scope.get(caller_context.SCOPE_KEY)
-            if caller is not None:
-                headers.append((self.identity_header, caller.subject.encode()))
-        return headers + self.upstream_headers
+    def forwarded_headers(self, headers: list[tuple[bytes, bytes]], caller) -> list[tuple[bytes, bytes]]:
+        """The client's headers as the upstream gets them: no credentials of the client (RS-8),
+        the configured upstream credentials, and the caller's subject if so configured."""
+        forwarded = [(k, v) for k, v in headers if k not in NOT_FORWARDED and k != self.identity_header]
+        if self.identity_header and caller is not None:
+            forwarded.append((self.identity_header, caller.subject.encode()))
+        return forwarded + self.upstream_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,7 +92,7 @@ class HTTPUpstream:
         target = self.path + b"?" + query if query else self.path
         messages = scope.get(JSONRPC_MESSAGES_KEY) or []
         try:
-            response = await self.pool.request(method, target, self._headers(scope), body)
+            response = await self.pool.request(method, target, self.forwarded_headers(scope["headers"], caller), body)
         except UpstreamError as exc:
             await _gateway_error(send, exc, messages, self.upstream)
             return
@@ -159,7 +158,7 @@ async def _relay_response(response, headers, send: Send, idle_timeout: float, up
                 continue
             held.append(chunk)
             size += len(chunk)
-            if size > _HOLD_JSON_UP_TO:
+            if size > HOLD_JSON_UP_TO:
                 started = True
                 await send({"type": "http.response.start", "status": response.status, "headers": headers})
                 await send({"type": "http.response.body", "body": b"".join(held), "more_body": True})
@@ -205,13 +204,21 @@ async def _abort_when_client_leaves(receive: Receive, response) -> None:
 
 
 async def _gateway_error(send: Send, exc: UpstreamError, messages: list[dict], upstream: str) -> None:
-    """502, or 504 for a timeout, with a JSON-RPC error that names the request when there was one."""
     log.warning("upstream %s: %s", upstream, exc)
+    await send_json(send, gateway_error_status(exc), gateway_error_body(exc, open_request_ids(messages)))
+
+
+def gateway_error_status(exc: UpstreamError) -> int:
+    """504 for an upstream that did not answer in time, else 502 (RFC 9110 sections 15.6.3, 15.6.5)."""
+    return 504 if isinstance(exc, UpstreamTimeout) else 502
+
+
+def gateway_error_body(exc: UpstreamError, open_requests: set[object]) -> dict:
+    """A JSON-RPC error that names the request when there was exactly one."""
     body = jsonrpc_error(-32603, f"{exc}; try again later")
-    requests = open_request_ids(messages)
-    if len(requests) == 1:
-        body["id"] = next(iter(requests))
-    await send_json(send, 504 if isinstance(exc, UpstreamTimeout) else 502, body)
+    if len(open_requests) == 1:
+        body["id"] = next(iter(open_requests))
+    return body
 
 
 def discover_jwks_uri(issuer: str, timeout: float = 10.0) -> str:
@@ -225,13 +232,23 @@ def create_gateway_app(guard, upstream, path: str):
 
 
 class GatewayApp:
-    """Routes by exact path, without a router: the gateway serves one endpoint and its metadata."""
+    """Routes by exact path, without a router: the gateway serves one endpoint and its metadata.
+
+    Serve it with ``http=app.http_protocol`` in uvicorn: for an HTTP upstream, that protocol
+    forwards plain JSON-RPC POSTs on a fast path (fast_path.py) and hands the rest to this app.
+    """
 
     def __init__(self, guard, upstream, path: str):
         self.guarded = guard.protect(upstream)
         self.upstream = upstream
         self.verifier = guard.verifier
         self.paths = {*guard.metadata_paths, path}
+        self.http_protocol = "auto"
+        if isinstance(upstream, HTTPUpstream):
+            from gatehouse.guard.fast_path import FastForwarder
+            from gatehouse.guard.gateway_protocol import gateway_protocol
+
+            self.http_protocol = gateway_protocol(FastForwarder(guard, upstream), path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -105,15 +105,24 @@ class IntrospectionVerifier:
         self._cache: OrderedDict[bytes, tuple[float, Caller]] = OrderedDict()
         self._in_flight: dict[bytes, asyncio.Future[Caller]] = {}
 
-    async def verify(self, token: str) -> Caller:
+    def cached_caller(self, token: str) -> Caller | None:
+        """The caller of a token introspected before, while its cache entry lasts."""
         digest = hashlib.sha256(token.encode()).digest()
         cached = self._cache.get(digest)
-        if cached is not None:
-            until, caller = cached
-            if until > time.time():
-                self._cache.move_to_end(digest)
-                return caller
-            del self._cache[digest]
+        if cached is None:
+            return None
+        until, caller = cached
+        if until > time.time():
+            self._cache.move_to_end(digest)
+            return caller
+        del self._cache[digest]
+        return None
+
+    async def verify(self, token: str) -> Caller:
+        caller = self.cached_caller(token)
+        if caller is not None:
+            return caller
+        digest = hashlib.sha256(token.encode()).digest()
         pending = self._in_flight.get(digest)
         if pending is None:
             pending = asyncio.ensure_future(self._verify_uncached(token, digest))

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import ssl
 import time
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httptools
@@ -36,6 +37,15 @@ class UpstreamBroken(UpstreamError):
 
 
 _PAUSE_ABOVE = 256 * 1024
+
+
+class ExchangeCallbacks(Protocol):
+    """What :meth:`_Connection.start` reports a response to, from the event loop's callbacks."""
+
+    def on_head(self, response: UpstreamResponse) -> None: ...
+    def on_chunk(self, chunk: bytes) -> None: ...
+    def on_end(self) -> None: ...
+    def on_error(self, error: UpstreamError) -> None: ...
 IDEMPOTENT_METHODS = {"GET", "DELETE", "OPTIONS"}
 
 
@@ -115,7 +125,8 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._response: UpstreamResponse | None = None
-        self._head: asyncio.Future | None = None
+        self._exchange: ExchangeCallbacks | None = None
+        self._head: asyncio.Future | asyncio.TimerHandle | None = None
         self._received_any = False
         self._paused = False
         self.closed = False
@@ -154,20 +165,30 @@ class _Connection(asyncio.Protocol):
         response = self._response
         response.status = self._parser.get_status_code()
         response.keep_alive = self._parser.should_keep_alive()
-        if self._head is not None and not self._head.done():
+        if self._exchange is not None:
+            self._head.cancel()
+            self._head = None
+            self._exchange.on_head(response)
+        elif self._head is not None and not self._head.done():
             self._head.set_result(response)
 
     def on_body(self, body: bytes) -> None:
-        self._response._feed(body)
+        if self._exchange is not None:
+            self._exchange.on_chunk(body)
+        else:
+            self._response._feed(body)
 
     def on_message_complete(self) -> None:
-        response = self._response
-        self._response = None
-        response._finish()
+        response, exchange = self._response, self._exchange
+        self._response = self._exchange = None
         if response.keep_alive and not self.closed:
             self._pool._release(self)
         else:
             self.close()
+        if exchange is not None:
+            exchange.on_end()
+        else:
+            response._finish()
 
     # used by the pool and the response
 
@@ -185,6 +206,19 @@ class _Connection(asyncio.Protocol):
             if self._head is waiting:  # a finished response may already have handed the connection on
                 self._head = None
 
+    def start(self, head: bytes, body: bytes, exchange: ExchangeCallbacks, timeout: float) -> None:
+        """Send one request and report its response to ``exchange`` as it arrives, from the
+        event loop's callbacks: no task and no future per request (the gateway's fast path)."""
+        self._response = UpstreamResponse(self)
+        self._exchange = exchange
+        self._received_any = False
+        self._transport.write(head + body if body else head)
+        self._head = asyncio.get_running_loop().call_later(timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._fail(UpstreamTimeout("the upstream MCP server did not answer in time"))
+        self.close()
+
     def _time_out(self, waiting: asyncio.Future) -> None:
         if waiting.done():
             return
@@ -193,10 +227,25 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, error: UpstreamError) -> None:
         response, self._response = self._response, None
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            if self._head is not None:
+                self._head.cancel()
+                self._head = None
+            exchange.on_error(error)
+            return
         if self._head is not None and not self._head.done():
             self._head.set_exception(error)
         if response is not None:
             response._finish(error)
+
+    def abandon(self) -> None:
+        """The client left: close the connection without reporting the response it cuts short."""
+        self._response = self._exchange = None
+        if isinstance(self._head, asyncio.TimerHandle):
+            self._head.cancel()
+            self._head = None
+        self.close()
 
     def pause(self) -> None:
         if not self._paused and self._transport is not None:
@@ -238,15 +287,23 @@ class UpstreamPool:
         self.reuse_within = reuse_within
         self._idle: collections.deque[_Connection] = collections.deque()
 
-    async def request(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> UpstreamResponse:
-        """Send one request; the response comes back once its head has arrived (RFC 9112 section 3)."""
+    def request_head(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+        """The request line and header section (RFC 9112 sections 3 and 5)."""
         lines = [method.encode(), b" ", target, b" HTTP/1.1\r\nhost: ", self.host_header, b"\r\n"]
         for name, value in headers:
             lines += [name, b": ", value, b"\r\n"]
         if body or method in ("POST", "PUT", "PATCH"):
             lines += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
         lines.append(b"\r\n")
-        head = b"".join(lines)
+        return b"".join(lines)
+
+    def idle_connection(self) -> _Connection | None:
+        """A kept-alive connection ready for a request now, or None (then use :meth:`request`)."""
+        return self._reusable()
+
+    async def request(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> UpstreamResponse:
+        """Send one request; the response comes back once its head has arrived (RFC 9112 section 3)."""
+        head = self.request_head(method, target, headers, body)
         connection = self._reusable()
         if connection is not None:
             try:

@@ -113,16 +113,25 @@ class JWTVerifier:
         self.cache_size = cache_size
         self._cache: OrderedDict[bytes, tuple[float, int, Caller]] = OrderedDict()
 
-    async def verify(self, token: str) -> Caller:
+    def cached_caller(self, token: str) -> Caller | None:
+        """The caller of a token verified before and still valid, without waiting on anything."""
         digest = hashlib.sha256(token.encode()).digest()
         cached = self._cache.get(digest)
+        if cached is None:
+            return None
+        expires, generation, caller = cached
+        if expires + self.leeway > time.time() and generation == self.keys.generation:
+            self._cache.move_to_end(digest)
+            return caller
+        del self._cache[digest]
+        return None
+
+    async def verify(self, token: str) -> Caller:
+        caller = self.cached_caller(token)
+        if caller is not None:
+            return caller
+        digest = hashlib.sha256(token.encode()).digest()
         now = time.time()
-        if cached is not None:
-            expires, generation, caller = cached
-            if expires + self.leeway > now and generation == self.keys.generation:
-                self._cache.move_to_end(digest)
-                return caller
-            del self._cache[digest]
         caller, expires = await self._verify_uncached(token, now)
         self._cache[digest] = (expires, self.keys.generation, caller)
         if len(self._cache) > self.cache_size:

@@ -1,0 +1,199 @@
+"""The gateway's fast path: a plain JSON-RPC POST proxied from the event loop's callbacks.
+
+With clients queueing on one core, every microsecond the gateway spends per request adds to
+every client's wait (bench/guard.py). Through ASGI, a proxied request costs a task, a scope,
+message dicts for each receive and send, and the coroutine chain of guard and proxy, about as
+much as the forwarding itself. The fast path takes the common request, a POST of one JSON-RPC
+message with a bearer token the verifier has already checked, and forwards it with no task and
+no future: the request is written to a kept-alive upstream connection, and the response is
+written back from the upstream connection's parser callbacks.
+
+It never decides anything the guard would decide otherwise. It takes a request only when the
+guard's own objects (the verifier's cache, the policy, the session owners) say the guard would
+pass it unchanged; everything else goes the ASGI way: a token not checked yet or refused, DPoP,
+batches, ``tools/list`` (whose answer the guard filters), GET streams, DELETE, a body the guard
+would refuse, no idle upstream connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from gatehouse.guard.gateway import (
+    HOLD_JSON_UP_TO,
+    SESSION_HEADER,
+    SET_BY_THE_GATEWAY,
+    HTTPUpstream,
+    gateway_error_body,
+    gateway_error_status,
+)
+from gatehouse.guard.guard import MAX_BODY
+from gatehouse.guard.sse import EventRelay, open_request_ids
+from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamResponse, UpstreamTimeout
+
+log = logging.getLogger("gatehouse.gateway")
+
+_JSON = [(b"content-type", b"application/json")]
+
+
+class FastForwarder:
+    """Decides whether a request may take the fast path, and starts it if so."""
+
+    def __init__(self, guard, upstream: HTTPUpstream):
+        self.guard = guard
+        self.upstream = upstream
+        self.cached_caller = getattr(guard.verifier, "cached_caller", None)
+
+    def try_forward(self, front, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Forward the request and return True, or return False and leave it to the ASGI app."""
+        if self.cached_caller is None or not body or len(body) > MAX_BODY:
+            return False
+        authorization = session_id = None
+        for name, value in headers:
+            if name == b"authorization":
+                if authorization is not None:
+                    return False
+                authorization = value
+            elif name == b"dpop":
+                return False
+            elif name == SESSION_HEADER:
+                session_id = value
+        if authorization is None or authorization[:7].lower() != b"bearer ":
+            return False
+        token = authorization[7:].strip()
+        if not token or b" " in token:
+            return False
+        caller = self.cached_caller(token.decode("latin-1"))
+        if caller is None or "cnf" in caller.claims:
+            return False
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return False
+        if not isinstance(message, dict) or message.get("method") == "tools/list":
+            return False
+        policy = self.guard.policy
+        if policy.missing(caller.scopes, policy.required(message.get("method"), message.get("params"))):
+            return False
+        upstream = self.upstream
+        if session_id is not None and not upstream.session_owners.admits(session_id, caller):
+            return False
+        connection = upstream.pool.idle_connection()
+        if connection is None:
+            return False
+        head = upstream.pool.request_head("POST", upstream.path, upstream.forwarded_headers(headers, caller), body)
+        exchange = Exchange(front, upstream, connection, caller, session_id, open_request_ids([message]))
+        front.exchange = exchange
+        connection.start(head, body, exchange, upstream.read_timeout)
+        return True
+
+
+class Exchange:
+    """One forwarded request: relays the upstream's response to the client as it arrives.
+
+    Same rules as the ASGI proxy in gateway.py: a JSON answer is held until whole (up to
+    1 MiB), so an upstream that breaks off before the end still becomes a 502; an SSE answer goes
+    on event by event, and a break answers each open request with a JSON-RPC error.
+    """
+
+    def __init__(self, front, upstream: HTTPUpstream, connection, caller, session_id: bytes | None, open_ids: set):
+        self.front = front
+        self.upstream = upstream
+        self.connection = connection
+        self.caller = caller
+        self.session_id = session_id
+        self.open_ids = open_ids
+        self.response: UpstreamResponse | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.held: list[bytes] = []
+        self.held_size = 0
+        self.relay: EventRelay | None = None
+        self.streaming = False
+        self.silence_timer = None
+        self.chunks_seen = 0
+
+    # upstream connection callbacks
+
+    def on_head(self, response: UpstreamResponse) -> None:
+        self.response = response
+        self.headers = [(k, v) for k, v in response.headers if k not in SET_BY_THE_GATEWAY]
+        if self.session_id is None and response.status < 300:
+            new_session = response.header(SESSION_HEADER)
+            if new_session is not None:
+                self.upstream.session_owners.admits(new_session, self.caller)
+        if (response.header(b"content-type") or b"").startswith(b"text/event-stream"):
+            self.relay = EventRelay(self.open_ids)
+            self.streaming = True
+            self.front.fast_start(response.status, self.headers)
+        else:
+            self._watch_for_silence()
+
+    def on_chunk(self, chunk: bytes) -> None:
+        self.chunks_seen += 1
+        if self.relay is not None:
+            events = self.relay.whole_events(chunk)
+            if events:
+                self._write(events)
+        elif self.streaming:
+            self._write(chunk)
+        else:
+            self.held.append(chunk)
+            self.held_size += len(chunk)
+            if self.held_size > HOLD_JSON_UP_TO:
+                self.streaming = True
+                self.front.fast_start(self.response.status, self.headers)
+                self._write(b"".join(self.held))
+                self.held = []
+
+    def on_end(self) -> None:
+        self._stop_watching()
+        if self.streaming:
+            self.front.fast_end()
+            return
+        self.front.fast_whole(self.response.status, self.headers, b"".join(self.held))
+
+    def on_error(self, error: UpstreamError) -> None:
+        self._stop_watching()
+        log.warning("upstream %s: %s", self.upstream.upstream, error)
+        if not self.streaming:
+            body = json.dumps(gateway_error_body(error, self.open_ids)).encode()
+            self.front.fast_whole(gateway_error_status(error), _JSON, body)
+            return
+        if self.relay is not None and isinstance(error, UpstreamBroken):
+            errors = self.relay.errors_for_open_requests(f"{error}; the request may not have been carried out, try again")
+            if errors:
+                self._write(errors)
+        self.front.fast_end()
+
+    # client side
+
+    def client_left(self) -> None:
+        self._stop_watching()
+        self.connection.abandon()
+
+    def client_drained(self) -> None:
+        self.connection.resume()
+
+    def _write(self, data: bytes) -> None:
+        if self.front.fast_body(data):
+            self.connection.pause()
+
+    # an upstream that goes silent inside a JSON answer (an SSE stream may rightly stay quiet)
+
+    def _watch_for_silence(self) -> None:
+        self.silence_timer = self.front.loop.call_later(self.upstream.read_timeout, self._check_silence, self.chunks_seen)
+
+    def _check_silence(self, chunks_then: int) -> None:
+        if self.chunks_seen != chunks_then:
+            self._watch_for_silence()
+            return
+        self.silence_timer = None
+        self.connection._fail(UpstreamTimeout("the upstream MCP server went silent in the middle of a response"))
+        self.connection.close()
+
+    def _stop_watching(self) -> None:
+        if self.silence_timer is not None:
+            self.silence_timer.cancel()
+            self.silence_timer = None
+
