@@ -30,7 +30,7 @@ from gatehouse.guard.gateway import (
 )
 from gatehouse.guard.guard import MAX_BODY
 from gatehouse.guard.sse import EventRelay, open_request_ids
-from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamResponse, UpstreamTimeout
+from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("gatehouse.gateway")
 
@@ -110,8 +110,6 @@ class Exchange:
         self.held_size = 0
         self.relay: EventRelay | None = None
         self.streaming = False
-        self.silence_timer = None
-        self.chunks_seen = 0
 
     # upstream connection callbacks
 
@@ -126,11 +124,12 @@ class Exchange:
             self.relay = EventRelay(self.open_ids)
             self.streaming = True
             self.front.fast_start(response.status, self.headers)
-        else:
-            self._watch_for_silence()
+
+    @property
+    def may_stay_silent(self) -> bool:
+        return self.relay is not None
 
     def on_chunk(self, chunk: bytes) -> None:
-        self.chunks_seen += 1
         if self.relay is not None:
             events = self.relay.whole_events(chunk)
             if events:
@@ -147,14 +146,12 @@ class Exchange:
                 self.held = []
 
     def on_end(self) -> None:
-        self._stop_watching()
         if self.streaming:
             self.front.fast_end()
             return
         self.front.fast_whole(self.response.status, self.headers, b"".join(self.held))
 
     def on_error(self, error: UpstreamError) -> None:
-        self._stop_watching()
         log.warning("upstream %s: %s", self.upstream.upstream, error)
         if not self.streaming:
             body = json.dumps(gateway_error_body(error, self.open_ids)).encode()
@@ -169,7 +166,6 @@ class Exchange:
     # client side
 
     def client_left(self) -> None:
-        self._stop_watching()
         self.connection.abandon()
 
     def client_drained(self) -> None:
@@ -178,22 +174,3 @@ class Exchange:
     def _write(self, data: bytes) -> None:
         if self.front.fast_body(data):
             self.connection.pause()
-
-    # an upstream that goes silent inside a JSON answer (an SSE stream may rightly stay quiet)
-
-    def _watch_for_silence(self) -> None:
-        self.silence_timer = self.front.loop.call_later(self.upstream.read_timeout, self._check_silence, self.chunks_seen)
-
-    def _check_silence(self, chunks_then: int) -> None:
-        if self.chunks_seen != chunks_then:
-            self._watch_for_silence()
-            return
-        self.silence_timer = None
-        self.connection._fail(UpstreamTimeout("the upstream MCP server went silent in the middle of a response"))
-        self.connection.close()
-
-    def _stop_watching(self) -> None:
-        if self.silence_timer is not None:
-            self.silence_timer.cancel()
-            self.silence_timer = None
-

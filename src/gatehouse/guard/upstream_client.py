@@ -46,6 +46,10 @@ class ExchangeCallbacks(Protocol):
     def on_chunk(self, chunk: bytes) -> None: ...
     def on_end(self) -> None: ...
     def on_error(self, error: UpstreamError) -> None: ...
+
+    @property
+    def may_stay_silent(self) -> bool:
+        """True once the response is an event stream, which may rightly stay quiet for long."""
 IDEMPOTENT_METHODS = {"GET", "DELETE", "OPTIONS"}
 
 
@@ -126,7 +130,9 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._response: UpstreamResponse | None = None
         self._exchange: ExchangeCallbacks | None = None
-        self._head: asyncio.Future | asyncio.TimerHandle | None = None
+        self._head: asyncio.Future | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._progress = 0
         self._received_any = False
         self._paused = False
         self.closed = False
@@ -166,14 +172,14 @@ class _Connection(asyncio.Protocol):
         response.status = self._parser.get_status_code()
         response.keep_alive = self._parser.should_keep_alive()
         if self._exchange is not None:
-            self._head.cancel()
-            self._head = None
+            self._progress += 1
             self._exchange.on_head(response)
         elif self._head is not None and not self._head.done():
             self._head.set_result(response)
 
     def on_body(self, body: bytes) -> None:
         if self._exchange is not None:
+            self._progress += 1
             self._exchange.on_chunk(body)
         else:
             self._response._feed(body)
@@ -181,6 +187,8 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         response, exchange = self._response, self._exchange
         self._response = self._exchange = None
+        if exchange is not None:
+            self._stop_watchdog()
         if response.keep_alive and not self.closed:
             self._pool._release(self)
         else:
@@ -213,11 +221,33 @@ class _Connection(asyncio.Protocol):
         self._exchange = exchange
         self._received_any = False
         self._transport.write(head + body if body else head)
-        self._head = asyncio.get_running_loop().call_later(timeout, self._head_timed_out)
+        self._read_timeout = timeout
+        self._watchdog = asyncio.get_running_loop().call_later(timeout, self._watch, self._progress)
 
-    def _head_timed_out(self) -> None:
-        self._fail(UpstreamTimeout("the upstream MCP server did not answer in time"))
+    def _watch(self, progress_then: int) -> None:
+        """One timer per request for both limits: the wait for the head, and each silence inside
+        a body that is not an event stream."""
+        exchange = self._exchange
+        if exchange is None:
+            return
+        head_seen = self._response is not None and self._response.status != 0
+        if head_seen and exchange.may_stay_silent:
+            self._watchdog = None
+            return
+        if self._progress != progress_then:
+            self._watchdog = asyncio.get_running_loop().call_later(self._read_timeout, self._watch, self._progress)
+            return
+        self._watchdog = None
+        if head_seen:
+            self._fail(UpstreamTimeout("the upstream MCP server went silent in the middle of a response"))
+        else:
+            self._fail(UpstreamTimeout("the upstream MCP server did not answer in time"))
         self.close()
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def _time_out(self, waiting: asyncio.Future) -> None:
         if waiting.done():
@@ -229,9 +259,7 @@ class _Connection(asyncio.Protocol):
         response, self._response = self._response, None
         exchange, self._exchange = self._exchange, None
         if exchange is not None:
-            if self._head is not None:
-                self._head.cancel()
-                self._head = None
+            self._stop_watchdog()
             exchange.on_error(error)
             return
         if self._head is not None and not self._head.done():
@@ -242,9 +270,7 @@ class _Connection(asyncio.Protocol):
     def abandon(self) -> None:
         """The client left: close the connection without reporting the response it cuts short."""
         self._response = self._exchange = None
-        if isinstance(self._head, asyncio.TimerHandle):
-            self._head.cancel()
-            self._head = None
+        self._stop_watchdog()
         self.close()
 
     def pause(self) -> None:
