@@ -144,6 +144,11 @@ def make_settings(tmp_path: Path, store_url: str, port: int, **overrides) -> Set
         registration_rate_per_minute=1000,
         failed_client_auth_per_minute=1000,
         failed_login_per_minute=1000,
+        failed_login_per_account=10_000,
+        failed_login_per_address=10_000,
+        token_rate_per_minute_per_client=100_000,
+        token_rate_per_minute_per_address=100_000,
+        cimd_fetches_per_minute_per_host=10_000,
     )
     values.update(overrides)
     return Settings(**values)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import sys
 from datetime import timedelta
@@ -70,12 +71,15 @@ def open_context(settings: Settings):
 
     from gatehouse.authserver.context import build_context
     from gatehouse.authserver.keys import KeyUnwrapError
+    from gatehouse.client.errors import StorageError
     from gatehouse.instance_secrets import SecretKeyError
 
     try:
         return build_context(settings)
     except SecretKeyError as exc:
         fail(str(exc))
+    except StorageError as exc:  # another process held the start-up lock too long
+        fail(str(exc), "if no other gatehouse process is starting, check the data dir's file system")
     except KeyUnwrapError as exc:
         fail(str(exc))
     except OperationalError as exc:
@@ -94,15 +98,32 @@ def serve(
     data_dir: DataDir = None,
     issuer: Annotated[Optional[str], typer.Option(help="Public URL of this server (behind a proxy, or many instances).")] = None,
     demo_user: Annotated[Optional[str], typer.Option(help="On a new data dir, create this account and print its password once.")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "info",
+    log_format: Annotated[Optional[str], typer.Option(
+        help="Logs on stderr as 'text' or 'json', one object a line (env GATEHOUSE_LOG_FORMAT).", show_default="text")] = None,
+    admin_port: Annotated[Optional[int], typer.Option(
+        help="Serve /metrics (no authentication) on this port of --admin-host (env GATEHOUSE_ADMIN_PORT).", show_default=False)] = None,
+    admin_host: Annotated[Optional[str], typer.Option(
+        help="Interface of the admin port; keep it private (env GATEHOUSE_ADMIN_HOST).", show_default="127.0.0.1")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes serving on one port; they share the data dir or database and the secret.")] = 1,
+    forwarded_allow_ips: Annotated[Optional[str], typer.Option(
+        help="Proxies trusted to set X-Forwarded-For: comma-separated IPs or networks, or * (env GATEHOUSE_FORWARDED_ALLOW_IPS).",
+        show_default=False,
+    )] = None,
 ) -> None:
     """Run the authorization server and the guarded demo MCP server at /mcp."""
     import uvicorn
 
-    from gatehouse.authserver.users import count_users, create_user
-    from gatehouse.serve import create_embedded_app
+    from gatehouse.ops import worker_metrics
 
-    settings = load_settings(host=host, port=port, data_dir=data_dir, issuer=issuer)
+    worker_metrics.prepare(workers)  # before anything imports prometheus_client (gatehouse.serve does)
+    from gatehouse.authserver.users import count_users, create_user
+    from gatehouse.serve import create_embedded_app, worker_environment
+
+    overrides = dict(host=host, port=port, data_dir=data_dir.resolve() if data_dir else None, issuer=issuer,
+                     forwarded_allow_ips=forwarded_allow_ips)
+    settings = load_settings(**overrides, log_format=log_format, admin_port=admin_port, admin_host=admin_host)
+    log_config = configure_serve_logging(settings.log_format, log_level)
     ctx = open_context(settings)
     with ctx.unit_of_work() as session:
         if count_users(session) == 0:
@@ -117,10 +138,50 @@ def serve(
                     highlight=False,
                 )
     out.print(f"Gatehouse authorization server: [bold]{ctx.issuer}[/]  (metadata at {ctx.issuer}/.well-known/oauth-authorization-server)")
+    admin = start_admin_listener(settings)
+    uvicorn_logging = dict(log_config=log_config, access_log=False)  # gatehouse.ops.request_log writes the access lines
     try:
-        uvicorn.run(create_embedded_app(ctx), host=settings.host, port=settings.port, log_level=log_level, proxy_headers=False)
+        if workers == 1:
+            uvicorn.run(create_embedded_app(ctx), host=settings.host, port=settings.port, log_level=log_level, proxy_headers=False,
+                        **uvicorn_logging)
+        else:  # each worker process builds its own app from the environment, after the set-up done here
+            ctx.engine.dispose()
+            os.environ.update(worker_environment(overrides))
+            uvicorn.run("gatehouse.serve:create_app_from_environment", factory=True, workers=workers, host=settings.host,
+                        port=settings.port, log_level=log_level, proxy_headers=False, **uvicorn_logging)
     except OSError as exc:
         fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}", "choose another --port or stop what uses it")
+    finally:
+        if admin is not None:
+            admin.stop()
+
+
+def configure_serve_logging(log_format: str, log_level: str) -> dict:
+    """Gatehouse's log configuration (gatehouse.ops.request_log), applied now and handed to uvicorn."""
+    import logging.config
+
+    from gatehouse.ops.request_log import logging_config
+
+    if log_level.upper() not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE"):
+        err.print(f"error: --log-level must be one of debug, info, warning, error, critical (not {log_level!r})", highlight=False)
+        raise typer.Exit(2)
+    config = logging_config(log_format, "DEBUG" if log_level.upper() == "TRACE" else log_level)
+    logging.config.dictConfig(config)
+    return config
+
+
+def start_admin_listener(settings: Settings):
+    """The admin port (gatehouse.ops.admin), if asked for: in this process, which outlives the workers."""
+    if settings.admin_port is None:
+        return None
+    from gatehouse.ops.admin import AdminListenError, AdminServer
+
+    try:
+        admin = AdminServer(settings.admin_host, settings.admin_port).start()
+    except AdminListenError as exc:
+        fail(exc.strerror, "choose another --admin-port or stop what uses it")
+    out.print(f"Metrics: [bold]http://{settings.admin_host}:{settings.admin_port}/metrics[/] (admin port)", highlight=False)
+    return admin
 
 
 INTROSPECTION_SECRET_ENV = "GATEHOUSE_INTROSPECTION_CLIENT_SECRET"
@@ -309,7 +370,8 @@ def clients_add(
     client_id: Annotated[Optional[str], typer.Option("--client-id", help="Choose the client_id (default: random).")] = None,
     resource_server: Annotated[Optional[str], typer.Option(
         "--resource-server", metavar="URI",
-        help="Register a resource server that may introspect the tokens issued for this resource (RFC 7662).",
+        help="Register a resource server that may introspect the tokens issued for this resource (RFC 7662) and, with "
+             "[[upstream]] providers, exchange them for the users' upstream tokens (RFC 8693).",
     )] = None,
     data_dir: DataDir = None,
 ) -> None:
@@ -368,7 +430,8 @@ def clients_add(
     if secret:
         out.print(f"client_secret: [bold]{secret}[/]  (shown only once)")
     if resource_server:
-        out.print(f"May introspect the access tokens issued for {resource_server}.", highlight=False)
+        out.print(f"May introspect the access tokens issued for {resource_server} and exchange them for upstream tokens.",
+                  highlight=False, soft_wrap=True)
 
 
 @clients_app.command("list")
@@ -473,6 +536,87 @@ def db_upgrade(data_dir: DataDir = None) -> None:
     except OperationalError as exc:
         fail(f"cannot open the database: {exc.orig}", "check GATEHOUSE_DATABASE_URL / --data-dir")
     out.print("Database is up to date.")
+
+
+@db_app.command("backup")
+def db_backup(
+    path: Annotated[Path, typer.Argument(help="File to write (it must not exist yet).", show_default=False)],
+    data_dir: DataDir = None,
+) -> None:
+    """Copy the database to PATH, consistently, while Gatehouse keeps serving (SQLite: online backup; PostgreSQL: pg_dump)."""
+    from gatehouse.ops.backup import BackupError, backup
+
+    settings = load_settings(data_dir=data_dir)
+    try:
+        made = backup(settings.effective_database_url, path.resolve())
+    except BackupError as exc:
+        fail(str(exc))
+    out.print(f"Wrote a {made.kind} backup to [bold]{made.path}[/] ({made.size} bytes).", highlight=False)
+    out.print("Its signing keys are encrypted with the instance secret (GATEHOUSE_SECRET_KEY or <data-dir>/secret.key), "
+              "which is not in the backup: keep the secret too, apart from it.", highlight=False)
+    out.print(f"To restore: {made.restore_hint}", highlight=False)
+
+
+@db_app.command("check")
+def db_check(data_dir: DataDir = None) -> None:
+    """Check the database: integrity, schema version, signing keys against the secret, references. Changes nothing."""
+    from gatehouse.ops.db_check import check_database
+
+    findings = check_database(load_settings(data_dir=data_dir))
+    for finding in findings:
+        mark = "[green]ok[/]  " if finding.ok else "[bold red]FAIL[/]"
+        out.print(f"{mark} {finding.check}: {finding.detail}", highlight=False)
+        if finding.hint:
+            out.print(f"     [dim]→ {finding.hint}[/]", highlight=False)
+    failed = [f for f in findings if not f.ok]
+    if failed:
+        err.print(f"[bold red]error:[/] the database failed {len(failed)} check{'s' if len(failed) > 1 else ''}: "
+                  f"{', '.join(f.check for f in failed)}", highlight=False)
+        raise typer.Exit(1)
+    out.print("The database is ready to serve.")
+
+
+@db_app.command("purge")
+def db_purge(
+    data_dir: DataDir = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, max=10_000, help="Rows per delete (default GATEHOUSE_RETENTION_BATCH_SIZE).")] = None,
+) -> None:
+    """Delete expired codes, tokens, revocations and replay records now (one pass of the retention task)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gatehouse.ops.retention import Purger
+
+    settings = load_settings(data_dir=data_dir)
+    engine = open_existing_store(settings)
+    try:
+        report = Purger(engine, settings).run_pass(batch_size=batch_size)
+    except SQLAlchemyError as exc:
+        fail(f"the purge failed: {getattr(exc, 'orig', exc)}", "check the database with `gatehouse db check`")
+    finally:
+        engine.dispose()
+    out.print(f"Retention ({settings.retention_grace} s after expiry): {report.summary()}", highlight=False)
+
+
+def open_existing_store(settings: Settings):
+    """An engine on the store, which must exist already and be at the newest schema."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from gatehouse.ops.db_check import schema_revisions
+    from gatehouse.store import db
+
+    url = settings.effective_database_url
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        fail(f"there is no database at {parsed.database}", "check --data-dir / GATEHOUSE_DATABASE_URL")
+    engine = db.create_store_engine(url)
+    try:
+        current, head = schema_revisions(engine)
+    except OperationalError as exc:
+        fail(f"cannot open the database: {exc.orig}", "check GATEHOUSE_DATABASE_URL / --data-dir and that the database server is running")
+    if current != head:
+        fail(f"the database schema is at revision {current}, not {head}", "run `gatehouse db check`, then `gatehouse db upgrade`")
+    return engine
 
 
 def main() -> None:

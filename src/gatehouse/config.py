@@ -6,6 +6,7 @@ Precedence, highest first: explicit arguments (CLI flags), environment, the TOML
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from gatehouse.secret_files import read_secret_file
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -93,6 +96,118 @@ class TrustedIdPConfig(BaseModel):
         return self.name or urlsplit(self.issuer).hostname or self.issuer
 
 
+def _is_tls_or_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    return bool(parts.netloc) and (parts.scheme == "https" or (parts.scheme == "http" and loopback))
+
+
+UPSTREAM_PRESET_ISSUERS = {"google": "https://accounts.google.com", "entra": "https://login.microsoftonline.com/{tenant}/v2.0"}
+GITHUB_DEFAULTS = {
+    "authorize_url": "https://github.com/login/oauth/authorize",
+    "token_url": "https://github.com/login/oauth/access_token",
+    "api_base": "https://api.github.com",
+}
+
+
+class UpstreamConfig(BaseModel):
+    """An upstream identity provider users sign in with (``[[upstream]]``, UP-1).
+
+    ``kind``: ``oidc`` (any OpenID provider, found by discovery at ``issuer``), the presets
+    ``google`` and ``entra`` (issuer filled in; ``tenant`` for Entra, default ``common``), or
+    ``github`` (GitHub's OAuth, not OIDC; ``authorize_url``, ``token_url`` and ``api_base``
+    default to GitHub's). Register ``<issuer of Gatehouse>/login/upstream/<name>/callback`` as
+    the redirect URI at the provider.
+    """
+
+    name: str
+    kind: Literal["oidc", "google", "entra", "github"] = "oidc"
+    issuer: str | None = None
+    tenant: str = "common"
+    client_id: str
+    client_secret: str | None = Field(default=None, repr=False)
+    client_secret_file: Path | None = None
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] | None = None
+    scopes: list[str] | None = None
+    authorization_params: dict[str, str] = Field(default_factory=dict)
+    display_name: str | None = None
+    username_claim: str | None = None
+    authorize_url: str | None = None
+    token_url: str | None = None
+    api_base: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_url_safe(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", value):
+            raise ValueError(
+                f"upstream name {value!r} must be 1 to 32 lowercase letters, digits, '_' or '-' (it appears in "
+                "/login/upstream/<name> and in usernames), e.g. \"google\""
+            )
+        return value
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_is_a_path_segment(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9.-]{1,64}", value):
+            raise ValueError("tenant must be an Entra tenant id or domain, or one of common, organizations, consumers")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> UpstreamConfig:
+        where = f"upstream {self.name!r}"
+        if self.kind in UPSTREAM_PRESET_ISSUERS:
+            if self.issuer is not None:
+                raise ValueError(f"{where}: kind {self.kind!r} fills in the issuer itself; remove 'issuer' (or use kind = \"oidc\")")
+            self.issuer = UPSTREAM_PRESET_ISSUERS[self.kind].format(tenant=self.tenant)
+        elif self.kind == "oidc" and not self.issuer:
+            raise ValueError(f"{where}: kind \"oidc\" needs 'issuer', the provider's issuer URL (discovery is read from it)")
+        if self.kind == "github":
+            for key, default in GITHUB_DEFAULTS.items():
+                if getattr(self, key) is None:
+                    setattr(self, key, default)
+            if self.issuer is None:
+                parts = urlsplit(self.authorize_url)
+                self.issuer = f"{parts.scheme}://{parts.netloc}"
+        elif any(getattr(self, key) is not None for key in GITHUB_DEFAULTS):
+            raise ValueError(f"{where}: authorize_url, token_url and api_base are for kind \"github\"; OIDC providers are found by discovery")
+        for key in ("issuer", *GITHUB_DEFAULTS):
+            value = getattr(self, key)
+            if value is not None and not _is_tls_or_loopback(value):
+                raise ValueError(f"{where}: {key} must be an https URL (http only on loopback, for development), not {value!r}")
+        if self.client_secret is not None and self.client_secret_file is not None:
+            raise ValueError(f"{where}: give client_secret or client_secret_file, not both")
+        if self.client_secret_file is not None:
+            self.client_secret = read_secret_file(self.client_secret_file)
+        if not self.client_secret:
+            raise ValueError(f"{where}: needs client_secret_file (or client_secret), the secret the provider issued with client_id")
+        if self.scopes is None:
+            self.scopes = list(UPSTREAM_DEFAULT_SCOPES[self.kind])
+        if self.kind != "github" and "openid" not in self.scopes:
+            raise ValueError(f"{where}: scopes must include \"openid\" (the ID token is how the user is identified, UP-1)")
+        reserved = {"state", "nonce", "code_challenge", "code_challenge_method", "redirect_uri", "client_id", "response_type", "scope"}
+        clash = sorted(reserved & set(self.authorization_params))
+        if clash:
+            raise ValueError(f"{where}: authorization_params may not set {', '.join(clash)} (Gatehouse sets them)")
+        if self.token_endpoint_auth_method is None:
+            self.token_endpoint_auth_method = "client_secret_post" if self.kind == "github" else "client_secret_basic"
+        return self
+
+    @property
+    def label(self) -> str:
+        """The name shown on the login page ("Continue with <label>")."""
+        return self.display_name or UPSTREAM_LABELS.get(self.kind) or self.name
+
+
+UPSTREAM_DEFAULT_SCOPES = {
+    "oidc": ("openid", "email", "profile"),
+    "google": ("openid", "email", "profile"),
+    "entra": ("openid", "email", "profile", "offline_access"),
+    "github": ("read:user",),
+}
+UPSTREAM_LABELS = {"google": "Google", "entra": "Microsoft", "github": "GitHub"}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEHOUSE_", extra="ignore")
 
@@ -114,9 +229,22 @@ class Settings(BaseSettings):
     cimd_fetch_timeout: float = 5.0
     cimd_max_bytes: int = 5 * 1024
 
+    # rate limits (gatehouse.authserver.ratelimit): sliding one-minute windows unless named otherwise,
+    # shared by every instance through the store, or through Redis when redis_url is set
+    rate_limits: bool = True
+    redis_url: str | None = None
+    redis_key_prefix: str = "gatehouse"
     registration_rate_per_minute: int = 20
+    token_rate_per_minute_per_client: int = 300
+    token_rate_per_minute_per_address: int = 600
     failed_client_auth_per_minute: int = 10
-    failed_login_per_minute: int = 10
+    failed_login_per_minute: int = 5
+    failed_login_per_account: int = 100
+    failed_login_per_address: int = 50
+    login_max_lockout: int = Field(default=900, ge=1)
+    cimd_fetches_per_minute_per_host: int = 60
+    forwarded_allow_ips: str | None = None
+    worker_header: bool = False
 
     resources: list[ResourceConfig] = Field(default_factory=list)
 
@@ -125,6 +253,30 @@ class Settings(BaseSettings):
     dpop_nonce_lifetime: int = 300
 
     trusted_idps: list[TrustedIdPConfig] = Field(default_factory=list)
+
+    upstream: list[UpstreamConfig] = Field(default_factory=list)
+
+    # operations (gatehouse.ops): logs, metrics, retention
+    log_format: Literal["text", "json"] = "text"
+    metrics_token: str | None = Field(default=None, repr=False)
+    admin_host: str = DEFAULT_HOST
+    admin_port: int | None = Field(default=None, ge=1, le=65535)
+    retention_interval: int = Field(default=300, ge=0)
+    retention_grace: int = Field(default=3600, ge=0)
+    retention_batch_size: int = Field(default=500, ge=1, le=10_000)
+    retention_batch_pause: float = Field(default=0.05, ge=0)
+    audit_retention_days: int = Field(default=0, ge=0)
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_strong(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if len(value.strip()) < 16:
+            raise ValueError(
+                "metrics_token must be at least 16 characters; make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value.strip()
 
     @field_validator("issuer")
     @classmethod
@@ -138,6 +290,33 @@ class Settings(BaseSettings):
             raise ValueError("issuer must not have a query or fragment (RFC 8414 section 2)")
         return value.rstrip("/")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_has_a_redis_scheme(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("redis_url must be a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0")
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str | None) -> str | None:
+        """Who may set ``X-Forwarded-For``: IP addresses or networks, comma-separated, or ``*``."""
+        if value is None or not value.strip():
+            return None
+        for item in (part.strip() for part in value.split(",")):
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"forwarded_allow_ips: {item!r} is not an IP address or network; list the proxies in front of "
+                    "Gatehouse, comma-separated, e.g. 10.0.0.5,10.1.0.0/16"
+                ) from None
+        return value
+
     @field_validator("trusted_idps")
     @classmethod
     def _trusted_idps_distinct(cls, value: list[TrustedIdPConfig]) -> list[TrustedIdPConfig]:
@@ -147,6 +326,15 @@ class Settings(BaseSettings):
                 if key in seen:
                     raise ValueError(f"trusted_idps: {key[1]!r} appears twice; give each IdP its own issuer/kind and name")
                 seen.add(key)
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream_names_distinct(cls, value: list[UpstreamConfig]) -> list[UpstreamConfig]:
+        names = [u.name for u in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"upstream: the name {repeated[0]!r} appears twice; each [[upstream]] needs its own name")
         return value
 
     @classmethod

@@ -162,6 +162,6 @@ def fetch_limited(
                 raise FetchError(f"refused to fetch {current}: {exc}") from exc
             except httpx2.TimeoutException as exc:
                 raise FetchError(f"{current} did not answer within {timeout:g} s") from exc
-            except httpx2.HTTPError as exc:
+            except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
                 raise FetchError(f"could not fetch {current}: {exc}") from exc
         raise FetchError(f"{url} redirected more than {max_redirects} times")

@@ -447,7 +447,7 @@ def refusing_registration(request, tmp_path, loopback_server):
     if request.param == "gatehouse-serve":
         served = start_serve(tmp_path / "closed-as", with_user=False, registration_rate_per_minute=0)
         try:
-            yield served.resource, served.base_url, "too_many_requests"
+            yield served.resource, served.base_url, "temporarily_unavailable"
         finally:
             stop_serve(served.process)
         return

@@ -220,7 +220,7 @@ def test_S_C2_body_just_under_the_limit_is_accepted(live_as):
 
 
 def _away_from_window_edge(window: float = 60.0, margin: float = 5.0) -> None:
-    """The limiter counts in fixed windows: do not start a flood just before one ends."""
+    """Keep the flood inside one of the limiter's windows, so Retry-After is predictable."""
     remaining = window - time.time() % window
     if remaining < margin:
         time.sleep(remaining + 0.2)
@@ -235,7 +235,8 @@ def test_S_C2_registration_flood_is_429_with_retry_after(live_as):
         statuses.append(response.status_code)
         if response.status_code == 429:
             retry_after = response.headers.get("retry-after")
-            assert retry_after is not None and retry_after.isdigit() and 1 <= int(retry_after) <= 60
+            # a sliding minute at its limit n clears within 60 * (1 + 1/n) s
+            assert retry_after is not None and retry_after.isdigit() and 1 <= int(retry_after) <= 80
             assert response.json()["error"]
     assert statuses == [201, 201, 201, 429, 429, 429]
     assert client_count(live_as) == 3

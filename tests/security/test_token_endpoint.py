@@ -421,7 +421,10 @@ def test_S_T6_token_responses_are_not_cached(live_as, case):
 
 THRESHOLD = 3
 LOW_LIMIT = pytest.mark.parametrize("as_overrides", [{"failed_client_auth_per_minute": THRESHOLD}], ids=["limit3"])
-WINDOW_START = 1_800_000_000.0  # a multiple of 60: the limiter's fixed window starts here
+WINDOW_START = 1_800_000_000.0  # a multiple of 60: one of the limiter's windows starts here
+# 3 failures 10 s into a window: the next attempt fits once the sliding estimate
+# 3 * (1 - elapsed / 60) + 0 + 1 <= 3, i.e. 20 s into the next window, 70 s later
+RETRY_AFTER = 70
 
 
 @pytest.fixture
@@ -455,10 +458,11 @@ def cc_post(live_as, client_id: str, secret: str) -> httpx2.Response:
     return live_as.post_token({"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
 
 
-def assert_rate_limited(response: httpx2.Response, retry_after: int = 50) -> None:
+def assert_rate_limited(response: httpx2.Response, retry_after: int = RETRY_AFTER) -> None:
     assert response.status_code == 429, response.text
     assert response.headers["retry-after"] == str(retry_after)
-    assert response.json()["error"] == "too_many_requests"
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert f"retry after {retry_after} seconds" in response.json()["error_description"]
     assert "access_token" not in response.json()
     assert_no_store(response)
 
@@ -473,13 +477,15 @@ def test_S_T7_repeated_bad_client_secrets_are_rate_limited(live_as, as_overrides
     for attempt in range(THRESHOLD):
         assert_oauth_error(send(live_as, victim.client_id, f"guess-{attempt}"), 401, "invalid_client")
     assert_rate_limited(send(live_as, victim.client_id, "guess-again"))
-    # the limit holds even for the right secret until the window ends ...
+    # the limit holds even for the right secret until Retry-After has passed ...
     assert_rate_limited(send(live_as, victim.client_id, victim.secret))
     # ... and it is per client: another client from the same address is not affected
     assert send(live_as, bystander.client_id, bystander.secret).status_code == 200
     assert count(live_as, Grant, Grant.client_id == victim.client_id) == 0
 
-    frozen_limiter_clock.now = WINDOW_START + 60 + 1
+    frozen_limiter_clock.now += RETRY_AFTER - 1
+    assert_rate_limited(send(live_as, victim.client_id, victim.secret), retry_after=1)
+    frozen_limiter_clock.now += 1
     assert send(live_as, victim.client_id, victim.secret).status_code == 200
 
 

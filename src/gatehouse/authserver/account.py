@@ -13,8 +13,9 @@ from gatehouse.authserver import audit
 from gatehouse.authserver.clients import load_stored_client
 from gatehouse.authserver.http import BadRequestBody, prepare
 from gatehouse.authserver.pages import PAGE_HEADERS, error_page, render
-from gatehouse.authserver.ratelimit import RateLimited
+from gatehouse.authserver.ratelimit import RateLimited, wait_phrase
 from gatehouse.authserver.tokens import revoke_grants_of
+from gatehouse.authserver.upstream import identities
 from gatehouse.authserver.users import authenticate
 from gatehouse.store.models import Consent, Grant, User
 
@@ -26,7 +27,7 @@ class AccountPages:
         self.base_path = base_path
 
     # -- helpers --
-    def _safe_next(self, value: str | None) -> str:
+    def safe_next(self, value: str | None) -> str:
         """Only our own authorize endpoint or apps page, as a relative URL (no open redirect)."""
         default = f"{self.base_path}/apps"
         if not value or "\\" in value or value.startswith("//"):
@@ -64,6 +65,7 @@ class AccountPages:
             error=error,
             username=username,
             csrf_token=self.sessions.csrf_token("login", browser_id),
+            upstreams=list(self.ctx.upstream),
         )
         self.sessions.remember_browser(request, response)
         return response
@@ -71,15 +73,19 @@ class AccountPages:
     # -- login --
     async def login(self, request: Request) -> Response:
         if request.method == "GET":
-            next_url = self._safe_next(request.query_params.get("next"))
+            next_url = self.safe_next(request.query_params.get("next"))
             if self.sessions.read(request) is not None:
                 return RedirectResponse(next_url, status_code=303, headers=PAGE_HEADERS)
+            only = await run_in_threadpool(self._only_upstream)
+            if only is not None:  # one upstream and no local accounts: nothing to choose here
+                target = f"{self.base_path}/login/upstream/{only.name}?{urlencode({'next': next_url})}"
+                return RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
             return await self._login_page(request, next_url)
         try:
             form = await self._form(request)
         except BadRequestBody as exc:
             return error_page("This form cannot be used", exc.description, status_code=exc.status, base_path=self.base_path)
-        next_url = self._safe_next(form.get("next"))
+        next_url = self.safe_next(form.get("next"))
         browser_id = request.cookies.get("__Host-gatehouse-browser", "")
         if not browser_id or not self.sessions.csrf_valid(form.get("csrf_token"), "login", browser_id):
             return error_page(
@@ -92,27 +98,41 @@ class AccountPages:
         username = form.get("username", "").strip()[:128]
         password = form.get("password", "")[:1024]
         remote = request.client.host if request.client else "unknown"
-        limiter = self.ctx.limits.failed_login
         try:
-            limiter.check(f"user:{username.lower()}")
-            limiter.check(f"addr:{remote}")
+            user_id = await run_in_threadpool(self._throttled_sign_in, request, username, password, remote)
         except RateLimited as exc:
             response = await self._login_page(
-                request, next_url, error=f"Too many failed attempts. Try again in {exc.retry_after} seconds.", username=username, status=429
+                request, next_url, error=f"Too many failed sign-in attempts. Try again in {wait_phrase(exc.retry_after)}.",
+                username=username, status=429,
             )
             response.headers["Retry-After"] = str(exc.retry_after)
             return response
-        user_id = await run_in_threadpool(self._check_password, username, password, remote)
         if user_id is None:
-            for key in (f"user:{username.lower()}", f"addr:{remote}"):
-                try:
-                    limiter.hit(key)
-                except RateLimited:
-                    pass
             return await self._login_page(request, next_url, error="Wrong username or password.", username=username, status=401)
         response = RedirectResponse(next_url, status_code=303, headers=PAGE_HEADERS)
         self.sessions.start(response, user_id)
+        self.ctx.limits.login.remember_device(response, username)
         return response
+
+    def _throttled_sign_in(self, request: Request, username: str, password: str, remote: str) -> int | None:
+        """The password check within the sign-in throttle (:mod:`.login_throttle`); raises RateLimited."""
+        throttle = self.ctx.limits.login
+        attempt = throttle.begin(request, username, remote)
+        user_id = self._check_password(username, password, remote)
+        if user_id is None:
+            throttle.failed(attempt)
+        else:
+            throttle.succeeded(attempt)
+        return user_id
+
+    def _only_upstream(self):
+        """The one upstream provider, when it is the only way to sign in (no local accounts)."""
+        if len(self.ctx.upstream) != 1:
+            return None
+        with self.ctx.unit_of_work() as db:
+            if identities.has_local_accounts(db):
+                return None
+        return next(iter(self.ctx.upstream))
 
     def _check_password(self, username: str, password: str, remote: str) -> int | None:
         with self.ctx.unit_of_work() as db:
@@ -142,6 +162,13 @@ class AccountPages:
             target = f"{self.base_path}/login?{urlencode({'next': f'{self.base_path}/apps'})}"
             return RedirectResponse(target, status_code=303, headers=PAGE_HEADERS)
         notice = "Access removed." if request.query_params.get("removed") else None
+        upstream = self.ctx.upstream.get(request.query_params.get("unlinked") or request.query_params.get("forgotten") or "")
+        if upstream is not None:
+            notice = (
+                f"{upstream.label} is unlinked; Gatehouse no longer holds your {upstream.label} tokens."
+                if request.query_params.get("unlinked")
+                else f"Gatehouse no longer holds your {upstream.label} tokens. You still sign in here with {upstream.label}."
+            )
         return await run_in_threadpool(self._apps_page, browser, notice)
 
     def _apps_page(self, browser, notice):
@@ -165,7 +192,24 @@ class AccountPages:
                 notice=notice,
                 csrf_token=self.sessions.csrf_token("apps", browser.session_id, user.id),
                 logout_csrf=self.sessions.csrf_token("logout", browser.session_id),
+                upstream_links=self._upstream_links(db, user),
             )
+
+    def _upstream_links(self, db, user) -> list[dict]:
+        """The user's upstream accounts: which provider, whether the vault holds its tokens."""
+        held = self.ctx.upstream_vault.held_providers(db, user.id)
+        links = []
+        for link in identities.linked_providers(db, user.id):
+            upstream = self.ctx.upstream.get(link.provider)
+            links.append({
+                "provider": link.provider,
+                "label": upstream.label if upstream else link.provider,
+                "account": link.email or link.subject,
+                "holds_tokens": link.provider in held,
+                "only_sign_in": identities.is_only_sign_in(db, user, link.provider),
+                "configured": upstream is not None,
+            })
+        return links
 
     def _app_entry(self, client_id, name, since, scopes, resource_uris):
         resources = {r.uri: r for r in self.ctx.resources}
@@ -199,3 +243,40 @@ class AccountPages:
             consent = db.scalar(select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_id))
             if consent is not None:
                 db.delete(consent)
+            live = db.scalar(select(Grant.id).where(Grant.user_id == user_id, Grant.revoked_at.is_(None)).limit(1))
+            if live is None:  # no app is left that could use the upstream tokens (rule 2 of upstream/vault.py)
+                self.ctx.upstream_vault.revoke(db, user_id=user_id, reason="no_app_left")
+
+    async def unlink_upstream(self, request: Request) -> Response:
+        """Remove the link to an upstream account and the tokens the vault holds for it (UP-3).
+
+        When that account is the user's only way to sign in, the link stays (removing it would
+        lock the user out of this account for good) and only the tokens go."""
+        browser = self.sessions.read(request)
+        try:
+            form = await self._form(request)
+        except BadRequestBody as exc:
+            return error_page("This form cannot be used", exc.description, status_code=exc.status, base_path=self.base_path)
+        if browser is None or not self.sessions.csrf_valid(form.get("csrf_token"), "apps", browser.session_id, browser.user_id):
+            return error_page("This form has expired", "Reload the page and try again.", status_code=403, base_path=self.base_path)
+        provider = form.get("provider", "")
+        outcome = await run_in_threadpool(self._unlink, browser.user_id, provider)
+        if outcome is None:
+            return error_page(
+                "Nothing to unlink", "Your account is not linked to that provider.", advice="Reload the page and try again.",
+                status_code=400, base_path=self.base_path,
+            )
+        return RedirectResponse(f"{self.base_path}/apps?{urlencode({outcome: provider})}", status_code=303, headers=PAGE_HEADERS)
+
+    def _unlink(self, user_id: int, provider: str) -> str | None:
+        with self.ctx.unit_of_work() as db:
+            user = db.get(User, user_id)
+            linked = any(link.provider == provider for link in identities.linked_providers(db, user_id))
+            if user is None or not linked:
+                return None
+            self.ctx.upstream_vault.revoke(db, user_id=user_id, provider=provider, reason="unlinked_by_user")
+            if identities.is_only_sign_in(db, user, provider):
+                return "forgotten"
+            identities.unlink(db, user_id, provider)
+            audit.record(db, audit.UPSTREAM_UNLINKED, user_id=user_id, provider=provider)
+            return "unlinked"

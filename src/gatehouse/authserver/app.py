@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gatehouse.authserver.account import AccountPages
 from gatehouse.authserver.authorize import AuthorizeHandler
@@ -34,8 +35,11 @@ from gatehouse.authserver.oauth import (
     GatehouseRequest,
 )
 from gatehouse.authserver.pages import STATIC, error_page
-from gatehouse.authserver.ratelimit import RateLimited
+from gatehouse.authserver.ratelimit import RateLimited, TooManyRequests
 from gatehouse.authserver.sessions import SessionManager
+from gatehouse.authserver.upstream.login import UpstreamLogin
+from gatehouse.authserver.token_exchange import PendingExchange, complete_exchange
+from gatehouse.ops.request_log import REQUEST_ID_HEADER, current_request_id
 
 log = logging.getLogger("gatehouse.authserver")
 
@@ -46,10 +50,12 @@ PUBLIC_PREFLIGHT = {  # browser-based MCP clients send MCP-Protocol-Version with
 }
 
 
-def _rate_limited(exc: RateLimited, what: str) -> JSONResponse:
-    return oauth_error(
-        429, "too_many_requests", f"too many {what}; retry after {exc.retry_after} s", headers={"Retry-After": str(exc.retry_after)}
-    )
+def _within(limit, subject: str, what: str):
+    """Apply one limit; past it, the OAuth error a client is answered with (429 with Retry-After)."""
+    try:
+        return limit(subject)
+    except RateLimited as exc:
+        raise TooManyRequests(exc.retry_after, what) from None
 
 
 class AuthServerEndpoints:
@@ -61,6 +67,7 @@ class AuthServerEndpoints:
         self.metadata = authorization_server_metadata(
             ctx.issuer, ctx.resources.all_scopes, dpop_algorithms=ctx.dpop.algorithms,
             grant_profiles=ctx.trusted_idps.grant_profiles, jwt_bearer=bool(ctx.settings.trusted_idps),
+            token_exchange=bool(ctx.settings.upstream),
         )
 
     async def _prepare(self, request: Request, body: str):
@@ -84,42 +91,57 @@ class AuthServerEndpoints:
 
         return self.ctx.run_with_effects(work, effects_of)
 
-    def _client_auth_key(self, request: Request, prepared) -> str:
-        """Failed client authentications are counted per client_id (from HTTP Basic, else the
-        form) and address; raises UnicodeDecodeError for a Basic header that is not UTF-8."""
-        client_id = dict(prepared.form).get("client_id", "")
+    def _claimed_client_id(self, request: Request, prepared) -> str:
+        """The client_id the request names (HTTP Basic, else the form), not yet authenticated;
+        raises ValueError for a Basic header that is not base64 (ASCII) of UTF-8."""
         basic_id, _ = extract_basic_authorization(request.headers)
-        if basic_id is not None:
-            client_id = basic_id
-        return f"{client_id}|{prepared.remote_addr}"
+        return basic_id if basic_id is not None else dict(prepared.form).get("client_id", "")
 
-    async def _client_authenticated(self, request: Request, call) -> Response:
+    def _run_within_limits(self, prepared, call, client_id: str, token_endpoint: bool):
+        """``_run`` inside the limits. Failed client authentications are counted per (client_id,
+        address) wherever clients authenticate (S-T7). At the token endpoint, requests are counted
+        per client and per address; a request whose client fails to authenticate gives its place
+        in the client's quota back, so no one can use up another client's quota."""
+        limits = self.ctx.limits
+        address = prepared.remote_addr or "unknown"
+        failures = f"{client_id}|{address}"
+        quota = None
+        try:
+            _within(limits.failed_client_auth.check, failures, "failed client authentications")
+            if token_endpoint:
+                if client_id:
+                    quota = _within(limits.token_per_client.hit, client_id, "token requests by this client")
+                _within(limits.token_per_address.hit, address, "token requests from this address")
+        except TooManyRequests as error:
+            limits.token_per_client.refund(quota)
+            return self.server.handle_response(*error()), None
+        response, oauth_request = self._run(prepared, call)
+        if getattr(oauth_request, "client_auth_failed", False):
+            limits.failed_client_auth.record(failures)
+            limits.token_per_client.refund(quota)
+        elif token_endpoint and not client_id and getattr(oauth_request, "client", None) is not None:  # named by its assertion only
+            limits.token_per_client.record(_quota_key(oauth_request.client))
+        return response, oauth_request
+
+    async def _client_authenticated(self, request: Request, call, token_endpoint: bool = False) -> Response:
         try:
             prepared = await self._prepare(request, "form")
         except BadRequestBody as exc:
             return oauth_error(exc.status, exc.error, exc.description)
         try:
-            key = self._client_auth_key(request, prepared)
-        except UnicodeDecodeError:
+            client_id = self._claimed_client_id(request, prepared)
+        except ValueError:
             return oauth_error(
-                401, "invalid_client", "the HTTP Basic credentials are not valid UTF-8",
+                401, "invalid_client", "the HTTP Basic credentials are not base64-encoded UTF-8 (RFC 7617 section 2)",
                 headers={"WWW-Authenticate": 'Basic error="invalid_client"'},
             )
-        limiter = self.ctx.limits.failed_client_auth
-        try:
-            limiter.check(key)
-        except RateLimited as exc:
-            return _rate_limited(exc, "failed client authentications")
-        response, oauth_request = await run_in_threadpool(self._run, prepared, call)
-        if getattr(oauth_request, "client_auth_failed", False):
-            try:
-                limiter.hit(key)
-            except RateLimited:
-                pass
+        response, _ = await run_in_threadpool(self._run_within_limits, prepared, call, client_id, token_endpoint)
+        if isinstance(response.body, PendingExchange):  # RFC 8693: the vault is asked after the transaction
+            response = await complete_exchange(self.ctx, self.server, response)
         return to_starlette(response)
 
     async def token(self, request: Request) -> Response:
-        return await self._client_authenticated(request, self._token_response)
+        return await self._client_authenticated(request, self._token_response, token_endpoint=True)
 
     def _token_response(self, oauth_request: GatehouseRequest):
         """RFC 6749 section 3.2, with the request's DPoP proof checked first (RFC 9449 section 5)."""
@@ -138,9 +160,9 @@ class AuthServerEndpoints:
     async def register(self, request: Request) -> Response:
         remote = request.client.host if request.client else "unknown"
         try:
-            self.ctx.limits.registration.hit(remote)
-        except RateLimited as exc:
-            return _rate_limited(exc, "registrations from this address")
+            await run_in_threadpool(_within, self.ctx.limits.registration.hit, remote, "registrations from this address")
+        except TooManyRequests as error:
+            return to_starlette(self.server.handle_response(*error()))
         try:
             prepared = await self._prepare(request, "json")
         except BadRequestBody as exc:
@@ -174,15 +196,23 @@ async def _stylesheet(request: Request) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
+    request_id = current_request_id()
     accept = request.headers.get("accept", "")
     if "text/html" in accept:
-        return error_page(
+        response = error_page(
             "Something went wrong",
             "The server could not finish this request. Nothing was changed.",
-            advice="Try again in a moment. If it keeps happening, tell the administrator.",
+            advice="Try again in a moment. If it keeps happening, tell the administrator"
+            + (f" (request id {request_id})." if request_id else "."),
             status_code=500,
         )
-    return JSONResponse({"error": "server_error", "error_description": "the server could not finish this request"}, status_code=500, headers=NO_STORE)
+    else:
+        response = JSONResponse(
+            {"error": "server_error", "error_description": "the server could not finish this request"}, status_code=500, headers=NO_STORE
+        )
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
 
 
 def authserver_routes(ctx: AuthServerContext) -> tuple[list[BaseRoute], "AuthServerEndpoints"]:
@@ -193,12 +223,17 @@ def authserver_routes(ctx: AuthServerContext) -> tuple[list[BaseRoute], "AuthSer
     endpoints = AuthServerEndpoints(ctx, server)
     authorize = AuthorizeHandler(ctx, server, sessions, base_path)
     account = AccountPages(ctx, sessions, base_path)
+    upstream = UpstreamLogin(ctx, authorize, sessions, base_path, account.safe_next)
     return [
         Route("/authorize", authorize.handle, methods=["GET", "POST"]),
         Route("/login", account.login, methods=["GET", "POST"]),
+        Route("/login/upstream/{name}", upstream.start, methods=["GET"]),
+        Route("/login/upstream/{name}", upstream.answer, methods=["POST"]),
+        Route("/login/upstream/{name}/callback", upstream.callback, methods=["GET"]),
         Route("/logout", account.logout, methods=["POST"]),
         Route("/apps", account.apps, methods=["GET"]),
         Route("/apps/revoke", account.revoke_app, methods=["POST"]),
+        Route("/apps/upstream/unlink", account.unlink_upstream, methods=["POST"]),
         Route("/token", endpoints.token, methods=["POST"]),
         Route("/register", endpoints.register, methods=["POST"]),
         Route("/register/{client_id:path}", endpoints.client_configuration, methods=["GET", "PUT", "DELETE"]),
@@ -221,3 +256,19 @@ def create_authserver_app(ctx: AuthServerContext, extra_routes: list[BaseRoute] 
     app = Starlette(routes=app_routes, exception_handlers={Exception: _unexpected_error}, lifespan=lifespan)
     app.state.ctx = ctx
     return app
+
+
+def trust_forwarding_proxies(app: Starlette, forwarded_allow_ips: str | None) -> None:
+    """Behind proxies listed in ``forwarded_allow_ips``: the client's address is the first hop of
+    ``X-Forwarded-For``, read from the right, that is not one of them (uvicorn's
+    ProxyHeadersMiddleware); without that setting the header is ignored, since anyone can send it.
+    Rate limits, the audit log and the request log see this address. Add it last (outermost)."""
+    if forwarded_allow_ips:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=forwarded_allow_ips)
+
+
+def _quota_key(client) -> str:
+    """Whose token quota a request counts against: the client, or for a workload JWT (which
+    names no registered client) the workload itself, by issuer and subject."""
+    client_id = getattr(client, "client_id", None)
+    return client_id if client_id else f"workload:{client.issuer}|{client.subject}"

@@ -1,13 +1,17 @@
 """The audit log: a structured event per security decision, in the store and as a log line.
 
 Events never carry secrets, codes or tokens; only identifiers (client, user, grant, jti).
+Listeners registered with :func:`on_committed` (the Prometheus counters) hear of an event once
+the transaction that recorded it has committed, never of one that was rolled back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
@@ -30,11 +34,40 @@ CLIENT_UPDATED = "client.updated"
 CLIENT_DELETED = "client.deleted"
 LOGIN_SUCCEEDED = "login.succeeded"
 LOGIN_FAILED = "login.failed"
+# upstream sign-in and vault (UP-1..UP-3): provider and upstream subject only, never a token
+UPSTREAM_LOGIN_SUCCEEDED = "login.upstream_succeeded"
+UPSTREAM_LOGIN_FAILED = "login.upstream_failed"
+UPSTREAM_UNLINKED = "upstream.unlinked"
+UPSTREAM_TOKEN_REFRESHED = "upstream.token_refreshed"
+UPSTREAM_TOKENS_REVOKED = "upstream.tokens_revoked"
 
 CLIENT_ID_COLUMN_LENGTH = AuditEvent.__table__.c.client_id.type.length
 
 
 _INSERT_EVENT = insert(AuditEvent.__table__)
+_PENDING = "gatehouse_audit_pending"
+_listeners: list[Callable[[str, dict], None]] = []
+
+
+def on_committed(listener: Callable[[str, dict], None]) -> None:
+    """Call ``listener(event, details)`` for every event whose transaction commits."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+@sqlalchemy_event.listens_for(Session, "after_commit")
+def _announce_committed(session: Session) -> None:
+    for event, details in session.info.pop(_PENDING, ()):
+        for listener in _listeners:
+            try:
+                listener(event, details)
+            except Exception:  # noqa: BLE001 - a listener must never fail a committed request
+                log.exception("audit listener failed on %s", event)
+
+
+@sqlalchemy_event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def record(
@@ -62,6 +95,8 @@ def record(
             "details": details,
         },
     )
+    if _listeners:
+        session.info.setdefault(_PENDING, []).append((event, details))
     log.info(
         json.dumps(
             {"event": event, "client_id": client_id, "user_id": user_id, "grant_id": grant_id, "remote_addr": remote_addr, **details},

@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import (
@@ -32,8 +33,10 @@ from gatehouse.authserver.clients import (
     KIND_STATIC,
 )
 from gatehouse.authserver.http import BadRequestBody, prepare
-from gatehouse.authserver.oauth import AuthlibResponse, GatehouseRequest
+from gatehouse.authserver.oauth import AuthlibResponse, GatehouseRequest, PreparedRequest
 from gatehouse.authserver.pages import PAGE_HEADERS, error_page, render
+from gatehouse.authserver.resources import describable
+from gatehouse.authserver.ratelimit import TooManyRequests, wait_phrase
 from gatehouse.store.models import Consent, User
 from gatehouse.timeutil import utcnow
 
@@ -57,6 +60,14 @@ KIND_NOTES = {
     KIND_DYNAMIC: "This app registered itself automatically; its name is not verified.",
     KIND_METADATA_DOCUMENT: "This app is described by a document at {host}.",
 }
+
+
+@dataclass(frozen=True)
+class PendingAuthorization:
+    """A checked authorization request waiting for the user to be identified upstream."""
+
+    grant: object
+    request: GatehouseRequest
 
 
 class AuthorizeHandler:
@@ -111,6 +122,13 @@ class AuthorizeHandler:
 
     # -- pages and answers --
     def _consent_page(self, grant, oauth_request, user, browser, prepared) -> Response:
+        return self._render_consent(
+            grant, oauth_request, signed_in_as=user.username,
+            action=f"{self.base_path}/authorize?{urlencode(prepared.query)}",
+            csrf_token=self.sessions.csrf_token("consent", browser.session_id, user.id, oauth_request.client.client_id),
+        )
+
+    def _render_consent(self, grant, oauth_request, *, signed_in_as, action, csrf_token, upstream_label=None, next_url=None) -> Response:
         client = oauth_request.client
         resource = oauth_request.gatehouse_resource
         redirect = urlsplit(grant.redirect_uri)
@@ -118,15 +136,17 @@ class AuthorizeHandler:
         return render(
             "consent.html",
             base_path=self.base_path,
-            signed_in_as=user.username,
+            signed_in_as=signed_in_as,
             client_name=client.client_name,
             client_id=client.client_id,
             client_kind_note=note,
             resource_name=resource.name,
             scope_descriptions=[resource.describe_scope(s) for s in oauth_request.scope.split()],
             redirect_host=redirect.netloc or f"{redirect.scheme}:",
-            action=f"{self.base_path}/authorize?{urlencode(prepared.query)}",
-            csrf_token=self.sessions.csrf_token("consent", browser.session_id, user.id, client.client_id),
+            action=action,
+            csrf_token=csrf_token,
+            upstream_label=upstream_label,
+            next=next_url,
         )
 
     def _answer_consent(self, db, grant, oauth_request, user, browser, prepared) -> Response:
@@ -148,9 +168,18 @@ class AuthorizeHandler:
             return error_page("Unknown answer", "Choose Allow or Deny.", status_code=400, base_path=self.base_path)
         oauth_request.auth_time = datetime.fromtimestamp(browser.auth_time, UTC).replace(tzinfo=None)
         if decision == "deny":
-            audit.record(db, audit.GRANT_DENIED, client_id=client.client_id, user_id=user.id)
-            response = self.server.create_authorization_response(oauth_request, grant_user=None, grant=grant)
-            return self._to_client(response, status=303)
+            return self._deny(db, grant, oauth_request, user)
+        return self._approve(db, grant, oauth_request, user)
+
+    def _deny(self, db, grant, oauth_request, user) -> Response:
+        """RFC 6749 section 4.1.2.1 ``access_denied``, back to the client."""
+        audit.record(db, audit.GRANT_DENIED, client_id=oauth_request.client.client_id, user_id=user.id if user else None)
+        response = self.server.create_authorization_response(oauth_request, grant_user=None, grant=grant)
+        return self._to_client(response, status=303)
+
+    def _approve(self, db, grant, oauth_request, user) -> Response:
+        """Remember the consent (AS-16) and send the code to the client (RFC 6749 section 4.1.2)."""
+        client = oauth_request.client
         self._remember_consent(db, user, client, oauth_request)
         audit.record(
             db, audit.GRANT_APPROVED, client_id=client.client_id, user_id=user.id, scope=oauth_request.scope,
@@ -158,6 +187,47 @@ class AuthorizeHandler:
         )
         response = self.server.create_authorization_response(oauth_request, grant_user=user, grant=grant)
         return self._to_client(response, status=303)
+
+    # -- a request finished through an upstream sign-in: consent first, before any redirect upstream (UP-2) --
+    def pending_request(self, db, next_url: str) -> PendingAuthorization | Response:
+        """The authorization request ``next_url`` (``<base>/authorize?...``), checked again as
+        ``/authorize`` checks it; or the page that explains why it cannot go on."""
+        parts = urlsplit(next_url)
+        origin = urlsplit(self.ctx.issuer)
+        prepared = PreparedRequest(
+            method="GET", uri=f"{origin.scheme}://{origin.netloc}{parts.path}?{parts.query}", headers={},
+            query=parse_qsl(parts.query, keep_blank_values=True),
+        )
+        oauth_request = GatehouseRequest(prepared, db, use_form=False)
+        try:
+            grant = self.server.get_consent_grant(oauth_request, end_user=None)
+        except OAuth2Error as error:
+            return self._request_error(db, error, None, oauth_request)
+        return PendingAuthorization(grant, oauth_request)
+
+    def upstream_consent_page(self, pending: PendingAuthorization, *, upstream_label: str, action: str, csrf_token: str,
+                              next_url: str) -> Response:
+        """The consent page shown before the user is known: "you will sign in with <upstream> next"."""
+        return self._render_consent(
+            pending.grant, pending.request, signed_in_as=None, action=action, csrf_token=csrf_token,
+            upstream_label=upstream_label, next_url=next_url,
+        )
+
+    def deny_pending(self, db, pending: PendingAuthorization) -> Response:
+        return self._deny(db, pending.grant, pending.request, None)
+
+    def approve_pending(self, db, pending: PendingAuthorization, user, auth_time: datetime) -> Response:
+        """The consent given before the upstream sign-in, now recorded for the user it identified."""
+        pending.request.auth_time = auth_time
+        return self._approve(db, pending.grant, pending.request, user)
+
+    def pending_error_location(self, pending: PendingAuthorization, error: str, description: str) -> str:
+        """The client's redirect URI with an error answer (RFC 6749 section 4.1.2.1), ``state`` and ``iss``."""
+        answer = OAuth2Error(
+            description=describable(description), redirect_uri=pending.grant.redirect_uri, state=pending.request.payload.state, error=error
+        )
+        response = self.server.handle_error_response(pending.request, answer)
+        return add_params_to_uri(response.location, [("iss", self.ctx.issuer)])
 
     def _remember_consent(self, db, user, client, oauth_request) -> None:
         now = utcnow()
@@ -201,6 +271,14 @@ class AuthorizeHandler:
         )
 
     def _untrusted_error_page(self, error: OAuth2Error) -> Response:
+        if isinstance(error, TooManyRequests):
+            page = error_page(
+                "Too many sign-in requests for this app", "This server is fetching this app's description too often.",
+                advice=f"Try again in {wait_phrase(error.retry_after)}.", status_code=429, error_code=error.error,
+                base_path=self.base_path,
+            )
+            page.headers["Retry-After"] = str(error.retry_after)
+            return page
         if isinstance(error, InvalidClientError):
             message = error.description or "The app is not known to this server."
             advice = "The app may need to register again. If you opened a link, close this page."

@@ -3,7 +3,10 @@
 A ``client_id`` that is an https URL with a path names a JSON document describing the
 client. It is fetched through :mod:`gatehouse.netguard` (no internal addresses, 5 KB cap,
 short timeout), validated like a registration, and cached as HTTP caching allows. Errors
-are never cached.
+are never cached. The cache is per process, LRU-bounded, each entry living at most its TTL.
+Fetches are rate-limited per host of the ``client_id`` (shared by every instance), so
+the AS cannot be made to hammer a site by a flood of made-up client ids on it:
+:class:`~gatehouse.authserver.ratelimit.RateLimited` is raised before the fetch.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from gatehouse.authserver.clients import (
     OAuthClient,
     validate_metadata,
 )
+from gatehouse.authserver.ratelimit import Limiter
 from gatehouse.netguard import FetchError, fetch_limited, is_loopback_host
 
 DEFAULT_TTL = 300
@@ -94,8 +98,10 @@ def client_from_document(url: str, document: object) -> OAuthClient:
 class ClientMetadataResolver:
     """Fetches and caches metadata documents (LRU, bounded, TTL from Cache-Control)."""
 
-    def __init__(self, *, timeout: float, max_bytes: int, allow_insecure_loopback: bool, max_entries: int = 1000):
+    def __init__(self, *, timeout: float, max_bytes: int, allow_insecure_loopback: bool, max_entries: int = 1000,
+                 fetch_limit: Limiter | None = None):
         self.timeout = timeout
+        self.fetch_limit = fetch_limit
         self.max_bytes = max_bytes
         self.allow_insecure_loopback = allow_insecure_loopback
         self.max_entries = max_entries
@@ -111,6 +117,8 @@ class ClientMetadataResolver:
             if cached and cached[0] > time.monotonic():
                 self._cache.move_to_end(url)
                 return cached[1]
+        if self.fetch_limit is not None:
+            self.fetch_limit.hit((urlsplit(url).hostname or "").lower())
         try:
             fetched = fetch_limited(
                 url,

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from gatehouse.authserver.redirects import redirect_uri_matches, redirect_uri_problem
+from gatehouse.authserver.resources import describable
 from gatehouse.instance_secrets import hashes_match, new_token, token_hash
 from gatehouse.store.models import Client
 from gatehouse.timeutil import epoch, utcnow
@@ -131,7 +132,7 @@ class GatehouseClientMetadataClaims(ClientMetadataClaims):
         for uri in uris:
             problem = redirect_uri_problem(uri)
             if problem:
-                raise InvalidRedirectURIError(problem)
+                raise InvalidRedirectURIError(describable(problem))
 
     def validate_token_endpoint_auth_method(self):
         method = self.setdefault("token_endpoint_auth_method", "client_secret_basic")
@@ -147,7 +148,7 @@ class GatehouseClientMetadataClaims(ClientMetadataClaims):
         unsupported = [g for g in grant_types if g not in SUPPORTED_GRANT_TYPES]
         if unsupported:
             raise InvalidClientMetadataError(
-                f"unsupported grant type {unsupported[0]!r}; supported: {', '.join(SUPPORTED_GRANT_TYPES)}"
+                describable(f"unsupported grant type {unsupported[0]!r}; supported: {', '.join(SUPPORTED_GRANT_TYPES)}")
             )
         if "client_credentials" in grant_types and self.get("token_endpoint_auth_method") == "none":
             raise InvalidClientMetadataError("client_credentials needs an authenticated client, not 'none'")
@@ -168,6 +169,39 @@ class GatehouseClientMetadataClaims(ClientMetadataClaims):
         scope = self.get("scope")
         if scope is not None and not isinstance(scope, str):
             raise InvalidClaimError("scope")
+
+    def validate_contacts(self):
+        contacts = self.get("contacts")
+        if contacts is not None and not (isinstance(contacts, list) and all(isinstance(c, str) for c in contacts)):
+            raise InvalidClaimError("contacts")
+
+    def validate_software_id(self):
+        self._require_string("software_id")
+
+    def validate_software_version(self):
+        self._require_string("software_version")
+
+    def _require_string(self, key):
+        """RFC 7591 section 2 defines these members as strings; Authlib does not check."""
+        if self.get(key) is not None and not isinstance(self[key], str):
+            raise InvalidClaimError(key)
+
+    def _validate_uri(self, key, uri=None):
+        """URI metadata must be strings: Authlib's check assumes one (a server error otherwise)."""
+        value = self.get(key) if uri is None else uri
+        if value is not None and not isinstance(value, str):
+            raise InvalidClaimError(key)
+        super()._validate_uri(key, uri)
+
+    def validate_jwks(self):
+        """A JWK Set object (RFC 7517 section 5); joserfc raises TypeError or KeyError on other shapes."""
+        jwks = self.get("jwks")
+        if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
+            raise InvalidClaimError("jwks")
+        try:
+            super().validate_jwks()
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise InvalidClaimError("jwks") from exc
 
     def validate(self, now=None, leeway=0):
         application_type = self.get("application_type")
@@ -211,6 +245,8 @@ _SELECT_CLIENT = select(Client.__table__).where(Client.__table__.c.client_id == 
 
 
 def load_stored_client(session: Session, client_id: str) -> OAuthClient | None:
+    if "\x00" in client_id:  # no client id holds one, and PostgreSQL refuses it in a query
+        return None
     row = session.connection().execute(_SELECT_CLIENT, {"client_id": client_id}).mappings().first()
     return client_from_row(row) if row else None
 

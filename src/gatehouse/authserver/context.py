@@ -14,22 +14,54 @@ from sqlalchemy.orm import Session, sessionmaker
 from gatehouse.authserver.cimd import ClientMetadataResolver
 from gatehouse.authserver.dpop import TokenEndpointDPoP
 from gatehouse.authserver.keys import KeyRing, ensure_signing_key
-from gatehouse.authserver.ratelimit import RateLimiter
+from gatehouse.authserver.login_throttle import LoginThrottle
+from gatehouse.authserver.ratelimit import CounterBackend, Limiter, Unlimited
 from gatehouse.authserver.resources import ResourceRegistry
 from gatehouse.authserver.tokens import TokenIssuer
 from gatehouse.authserver.trusted_idps import TrustedIdPs
+from gatehouse.authserver.upstream.providers import UpstreamProviders
+from gatehouse.authserver.upstream.vault import UpstreamVault
 from gatehouse.config import Settings
 from gatehouse.instance_secrets import load_or_create_secret_key
 from gatehouse.store import db as store_db
+from gatehouse.store.first_start import first_start_lock
+from gatehouse.store.rate_counters import StoreCounters
 
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar("gatehouse_db", default=None)
 
 
 @dataclass
 class RateLimits:
-    registration: RateLimiter
-    failed_client_auth: RateLimiter
-    failed_login: RateLimiter
+    """Every limit of the AS (settings in :class:`~gatehouse.config.Settings`), on one shared backend."""
+
+    registration: Limiter
+    token_per_client: Limiter
+    token_per_address: Limiter
+    failed_client_auth: Limiter
+    cimd_fetches: Limiter
+    login: LoginThrottle
+
+    @classmethod
+    def from_settings(cls, s: Settings, backend: CounterBackend, secret: bytes) -> RateLimits:
+        return cls(
+            registration=Limiter("register", s.registration_rate_per_minute, 60, backend),
+            token_per_client=Limiter("token-client", s.token_rate_per_minute_per_client, 60, backend),
+            token_per_address=Limiter("token-address", s.token_rate_per_minute_per_address, 60, backend),
+            failed_client_auth=Limiter("client-auth-fail", s.failed_client_auth_per_minute, 60, backend),
+            cimd_fetches=Limiter("cimd-host", s.cimd_fetches_per_minute_per_host, 60, backend),
+            login=LoginThrottle(s, backend, secret),
+        )
+
+
+def counter_backend(settings: Settings, engine: Engine) -> CounterBackend:
+    """Redis when ``redis_url`` is set, else the store; nothing when rate limits are off."""
+    if not settings.rate_limits:
+        return Unlimited()
+    if settings.redis_url:
+        from gatehouse.authserver.redis_counters import RedisCounters  # only deployments with Redis load it
+
+        return RedisCounters(settings.redis_url, settings.redis_key_prefix)
+    return StoreCounters(engine)
 
 
 @dataclass
@@ -46,20 +78,21 @@ class AuthServerContext:
     limits: RateLimits = field(init=False)
     dpop: TokenEndpointDPoP = field(init=False)
     trusted_idps: TrustedIdPs = field(init=False)
+    upstream: UpstreamProviders = field(init=False)
+    upstream_vault: UpstreamVault = field(init=False)
 
     def __post_init__(self):
         s = self.settings
         self.tokens = TokenIssuer(self.issuer, self.keyring, s.refresh_token_ttl)
+        self.limits = RateLimits.from_settings(s, counter_backend(s, self.engine), self.secret)
         self.cimd = ClientMetadataResolver(
-            timeout=s.cimd_fetch_timeout, max_bytes=s.cimd_max_bytes, allow_insecure_loopback=s.cimd_allow_insecure_loopback
+            timeout=s.cimd_fetch_timeout, max_bytes=s.cimd_max_bytes, allow_insecure_loopback=s.cimd_allow_insecure_loopback,
+            fetch_limit=self.limits.cimd_fetches,
         )
         self.dpop = TokenEndpointDPoP(f"{self.issuer}/token", s, self.secret)
         self.trusted_idps = TrustedIdPs(s.trusted_idps, timeout=s.cimd_fetch_timeout)
-        self.limits = RateLimits(
-            registration=RateLimiter(s.registration_rate_per_minute),
-            failed_client_auth=RateLimiter(s.failed_client_auth_per_minute),
-            failed_login=RateLimiter(s.failed_login_per_minute),
-        )
+        self.upstream = UpstreamProviders(s.upstream, leeway=s.clock_leeway)
+        self.upstream_vault = UpstreamVault(self.sessions, self.upstream, self.secret)
 
     @property
     def max_token_ttl(self) -> timedelta:
@@ -114,12 +147,13 @@ class AuthServerContext:
 def build_context(settings: Settings, *, migrate: bool = True) -> AuthServerContext:
     """Open the store (migrating it), load or create the instance secret and signing key."""
     engine = store_db.create_store_engine(settings.effective_database_url)
-    if migrate:
-        store_db.upgrade(engine)
     sessions = store_db.session_factory(engine)
-    secret = load_or_create_secret_key(settings.secret_key, settings.data_dir)
-    with store_db.transaction(sessions) as session:
-        ensure_signing_key(session, secret)
+    with first_start_lock(engine, settings.data_dir, secret_in_data_dir=not settings.secret_key):
+        if migrate:
+            store_db.upgrade(engine)
+        secret = load_or_create_secret_key(settings.secret_key, settings.data_dir)
+        with store_db.transaction(sessions) as session:
+            ensure_signing_key(session, secret)
     keyring = KeyRing(store_db.read_only_session_factory(engine), secret)
     keyring.reload()
     resources = ResourceRegistry(settings.effective_resources(), settings.access_token_ttl)

@@ -107,6 +107,15 @@ class AuthorizationCodeGrant(_GatehouseGrant, grants.AuthorizationCodeGrant):
         super().__init__(request, server)
         self.register_hook("after_validate_authorization_request_payload", _resolve_resource_and_scope)
 
+    @staticmethod
+    def validate_authorization_redirect_uri(request, client):
+        """Authlib's check (RFC 6749 section 3.1.2.3), without the requested URI in the error
+        description: it may hold characters section 5.2 forbids there, a server error in Authlib."""
+        requested = request.payload.redirect_uri
+        if requested and not client.check_redirect_uri(requested):
+            raise InvalidRequestError("the redirect URI is not registered for this client")
+        return grants.AuthorizationCodeGrant.validate_authorization_redirect_uri(request, client)
+
     def save_authorization_code(self, code, request):
         now = utcnow()
         self.db.add(

@@ -6,12 +6,14 @@ import json
 from collections import Counter
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from gatehouse.authserver.oauth import AuthlibResponse, PreparedRequest
+from gatehouse.authserver.resources import describable
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MAX_JSON_DEPTH = 16
 
 
 class BadRequestBody(Exception):
@@ -35,11 +37,49 @@ async def read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise BadRequestBody(400, "invalid_request", "Content-Length is not a number") from None
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise BadRequestBody(413, "invalid_request", f"the request body is larger than {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise BadRequestBody(413, "invalid_request", f"the request body is larger than {limit} bytes")
+    except ClientDisconnect:
+        raise BadRequestBody(400, "invalid_request", "the client closed the connection before the whole body arrived") from None
     return bytes(body)
+
+
+def _refuse_nul(pairs: list[tuple[str, str]]) -> None:
+    """No OAuth parameter holds a NUL (RFC 6749 appendix A), and PostgreSQL text cannot store one."""
+    if any("\x00" in key or "\x00" in value for key, value in pairs):
+        raise BadRequestBody(400, "invalid_request", "a parameter contains a NUL character, which no OAuth parameter may hold")
+
+
+def _nested_deeper_than(value: object, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _json_object(raw: bytes) -> dict:
+    """A JSON object (RFC 8259) that can be stored: no unpaired surrogate escapes, bounded nesting."""
+    try:
+        data = json.loads(raw)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise BadRequestBody(400, "invalid_client_metadata", f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except (ValueError, UnicodeError):
+        raise BadRequestBody(
+            400, "invalid_client_metadata", "the request body is not valid JSON (UTF-8, no unpaired surrogate escapes)"
+        ) from None
+    if not isinstance(data, dict):
+        raise BadRequestBody(400, "invalid_client_metadata", "client metadata must be a JSON object")
+    if _nested_deeper_than(data, MAX_JSON_DEPTH):
+        raise BadRequestBody(400, "invalid_client_metadata", f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+    return data
 
 
 def _media_type(request: Request) -> str:
@@ -56,6 +96,7 @@ async def prepare(request: Request, issuer: str, *, limit: int, body: str = "for
         query=parse_qsl(request.url.query, keep_blank_values=True),
         remote_addr=request.client.host if request.client else None,
     )
+    _refuse_nul(prepared.query)
     if request.method not in ("POST", "PUT") or body == "none":
         return prepared
     if body == "form":
@@ -65,20 +106,15 @@ async def prepare(request: Request, issuer: str, *, limit: int, body: str = "for
             prepared.form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
             raise BadRequestBody(400, "invalid_request", "the request body is not valid UTF-8") from None
+        _refuse_nul(prepared.form)
         counts = Counter(key for key, _ in prepared.form)
         repeated = next((key for key, n in counts.items() if n > 1 and key != "resource"), None)
         if repeated is not None:
-            raise BadRequestBody(400, "invalid_request", f"the parameter {repeated!r} is repeated (RFC 6749 section 3.2)")
+            raise BadRequestBody(400, "invalid_request", describable(f"the parameter {repeated!r} is repeated (RFC 6749 section 3.2)"))
         return prepared
     if _media_type(request) != "application/json":
         raise BadRequestBody(400, "invalid_client_metadata", "send client metadata as application/json")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequestBody(400, "invalid_client_metadata", "the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequestBody(400, "invalid_client_metadata", "client metadata must be a JSON object")
-    prepared.json = data
+    prepared.json = _json_object(raw)
     return prepared
 
 

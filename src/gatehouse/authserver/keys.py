@@ -138,6 +138,12 @@ class KeyRing:
             raise RuntimeError("no active signing key; run `gatehouse serve` once to create one")
         return active[-1]
 
+    def loaded_signing_kid(self) -> str | None:
+        """The kid that signs now among the keys already loaded, without touching the store (``/readyz``)."""
+        now = utcnow()
+        active = [key for key in self._keys if key.active_from <= now]
+        return active[-1].kid if active else None
+
     def published_keys(self) -> list[dict]:
         """The JWKS ``keys``: every key not yet past its retirement time."""
         now = utcnow()

@@ -1,13 +1,15 @@
 """Authorization server metadata: RFC 8414 and OpenID Connect Discovery 1.0 (AS-2, AS-3), with
 ``dpop_signing_alg_values_supported`` (RFC 9449 section 5.1) and, when trusted IdPs are configured,
 the jwt-bearer grant (RFC 7523) and ``authorization_grant_profiles_supported`` (ID-JAG draft
-section 7.2)."""
+section 7.2), and, when upstream providers are configured, the token-exchange grant (RFC 8693) by
+which resource servers get upstream tokens."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 from gatehouse.authserver.clients import JWT_BEARER, SUPPORTED_AUTH_METHODS, SUPPORTED_GRANT_TYPES
+from gatehouse.authserver.token_exchange import TOKEN_EXCHANGE
 
 
 def authorization_server_metadata(
@@ -17,9 +19,12 @@ def authorization_server_metadata(
     dpop_algorithms: list[str] | None = None,
     grant_profiles: list[str] | None = None,
     jwt_bearer: bool = False,
+    token_exchange: bool = False,
 ) -> dict:
     auth_methods = list(SUPPORTED_AUTH_METHODS)
     grant_types = [g for g in SUPPORTED_GRANT_TYPES if g != JWT_BEARER or jwt_bearer]
+    if token_exchange:
+        grant_types.append(TOKEN_EXCHANGE)
     document = {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/authorize",

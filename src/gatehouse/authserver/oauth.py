@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc6749 import AuthorizationServer
 from authlib.oauth2.rfc6749.errors import (
@@ -52,7 +53,9 @@ from gatehouse.authserver.grants import (
     RequireS256,
 )
 from gatehouse.authserver.jwt_bearer import IdentityAssertionGrant, WorkloadIdentityGrant
+from gatehouse.authserver.ratelimit import RateLimited, TooManyRequests
 from gatehouse.authserver.resources import describable
+from gatehouse.authserver.token_exchange import TokenExchangeGrant
 from gatehouse.authserver.tokens import revoke_grant
 from gatehouse.instance_secrets import hashes_match, token_hash
 from gatehouse.netguard import FetchError, fetch_limited
@@ -164,6 +167,8 @@ class GatehouseAuthorizationServer(AuthorizationServer):
         if ctx.settings.trusted_idps:
             self.register_grant(IdentityAssertionGrant)
             self.register_grant(WorkloadIdentityGrant)
+        if ctx.settings.upstream:
+            self.register_grant(TokenExchangeGrant)
         self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(self))
         self.register_endpoint(GatehouseRevocationEndpoint(self))
         self.register_endpoint(GatehouseIntrospectionEndpoint(self))
@@ -181,6 +186,8 @@ class GatehouseAuthorizationServer(AuthorizationServer):
                 return self.ctx.cimd.resolve(client_id)
             except ClientMetadataDocumentError as exc:
                 raise InvalidClientError(description=describable(f"client metadata document refused: {exc}")) from exc
+            except RateLimited as exc:
+                raise TooManyRequests(exc.retry_after, f"client metadata documents fetched from {urlsplit(client_id).hostname}") from exc
         return load_stored_client(db, client_id)
 
     def save_token(self, token, request):
@@ -399,7 +406,8 @@ class GatehouseRegistrationEndpoint(ClientRegistrationEndpoint):
         data = request.payload.data
         if "client_id" in data or "client_secret" in data:
             request.payload._data = {k: v for k, v in data.items() if k not in ("client_id", "client_secret")}
-        return super().extract_client_metadata(request)
+        metadata = super().extract_client_metadata(request)
+        return {k: v for k, v in metadata.items() if v is not None}  # a null member is an absent one, not echoed
 
     def generate_client_info(self, request):
         return {}

@@ -73,7 +73,8 @@ class SessionManager:
         return hmac.new(self._csrf_key, message, hashlib.sha256).hexdigest()
 
     def csrf_valid(self, token: str | None, *parts: object) -> bool:
-        return bool(token) and hmac.compare_digest(token, self.csrf_token(*parts))
+        # as bytes: compare_digest refuses str with non-ASCII characters (TypeError)
+        return bool(token) and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self.csrf_token(*parts).encode())
 
 
 def set_host_cookie(response: Response, name: str, value: str, max_age: int | None) -> None:

@@ -12,6 +12,8 @@ Five lines for an official-SDK server::
 For an AS that issues opaque tokens, ``IntrospectionVerifier`` (RFC 7662) takes the verifier's place.
 DPoP-bound tokens (RFC 9449) are checked with their proofs by default; ``ResourceDPoP`` sets the
 proof window, nonces and replay-cache size (``Guard(..., dpop=ResourceDPoP(require_nonce=True))``).
+A tool that calls an upstream API for the user (UP-3) awaits ``upstream_token("google", ctx)`` in a
+guard built with ``upstream_tokens=UpstreamTokenClient(...)`` (RFC 8693 token exchange at the AS).
 """
 
 from gatehouse.guard.caller import Caller, current_caller
@@ -19,9 +21,17 @@ from gatehouse.guard.dpop import ResourceDPoP
 from gatehouse.guard.guard import Guard
 from gatehouse.guard.introspection import IntrospectionVerifier
 from gatehouse.guard.policy import Policy
+from gatehouse.guard.upstream_tokens import UpstreamTokenClient, upstream_token
 from gatehouse.guard.verifier import JWKSKeySource, JWTVerifier, TokenRejected
+from gatehouse.upstream_errors import (
+    UpstreamNotLinked,
+    UpstreamReauthorizationRequired,
+    UpstreamTokenError,
+    UpstreamUnavailable,
+)
 
 __all__ = [
     "Caller", "Guard", "IntrospectionVerifier", "JWKSKeySource", "JWTVerifier", "Policy", "ResourceDPoP", "TokenRejected",
-    "current_caller",
+    "UpstreamNotLinked", "UpstreamReauthorizationRequired", "UpstreamTokenClient", "UpstreamTokenError", "UpstreamUnavailable",
+    "current_caller", "upstream_token",
 ]

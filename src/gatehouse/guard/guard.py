@@ -9,7 +9,9 @@
 - DPoP (RFC 9449): tokens bound to a key (``cnf.jkt``) only with a proof of that key
   (:mod:`gatehouse.guard.dpop`), unbound tokens as Bearer tokens; both schemes are advertised in
   PRM and in every 401 (section 7.1);
-- ``tools/list`` answers list only the tools the token may call.
+- ``tools/list`` answers list only the tools the token may call;
+- with ``upstream_tokens``, tool handlers get the caller's upstream tokens through
+  :func:`~gatehouse.guard.upstream_tokens.upstream_token` (RFC 8693), never the caller's token.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gatehouse.guard import caller as caller_context
 from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
 from gatehouse.guard.dpop import DPoPRejected, ResourceDPoP
 from gatehouse.guard.policy import Policy
+from gatehouse.guard.upstream_tokens import UpstreamTokenClient, attach, detach
 from gatehouse.guard.verifier import TokenRejected, TokenVerifier
 
 PRM_PATH = "/.well-known/oauth-protected-resource"
@@ -48,8 +51,10 @@ class Guard:
         scopes_supported: Iterable[str] | None = None,
         resource_name: str | None = None,
         dpop: ResourceDPoP | None = None,
+        upstream_tokens: UpstreamTokenClient | None = None,
     ):
         self.resource = resource
+        self.upstream_tokens = upstream_tokens
         self.dpop = dpop or ResourceDPoP()
         self.authorization_servers = list(authorization_servers)
         self.verifier = verifier
@@ -137,7 +142,7 @@ class GuardedApp:
             if body:
                 try:
                     messages = _jsonrpc_messages(body)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
                     await _jsonrpc_parse_error(send)
                     return
         if len(messages) == 1:
@@ -192,12 +197,14 @@ class GuardedApp:
         # handlers learn who calls from the Caller, never the token itself (no passthrough, RS-8)
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in HIDDEN_HEADERS]
         token_binding = caller_context.bind(caller)
+        exchange_binding = attach(scope, guard.upstream_tokens, token)  # for upstream_token() only
         try:
             replay = _replay(first, receive) if first is not None else receive
             filters_tools = any(m.get("method") == "tools/list" for m in messages)
             outgoing = _ToolListFilter(send, guard.policy, caller.scopes).send if filters_tools else send
             await self.app(scope, replay, outgoing)
         finally:
+            detach(exchange_binding)
             caller_context.unbind(token_binding)
 
     async def _serve_metadata(self, scope: Scope, send: Send) -> None:

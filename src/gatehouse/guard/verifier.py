@@ -3,9 +3,10 @@
 - algorithms pinned by configuration (``alg: none`` and HMAC never pass), ``typ`` = ``at+jwt``;
 - ``iss`` one of the trusted issuers, ``aud`` this resource's canonical URI (RFC 8707),
   ``exp`` / ``nbf`` / ``iat`` with a small leeway;
-- keys from a JWKS fetched once and cached, refetched on an unknown ``kid`` at most once per
-  cooldown; a verified token is cached by its SHA-256 until it expires, and the cache is
-  dropped whenever the key set changes.
+- keys from a JWKS cached per process for at most ``max_age`` seconds (so a key the AS stops
+  publishing stops being trusted) and refetched on an unknown ``kid`` at most once per
+  cooldown; a verified token is cached by its SHA-256 until it expires (at most ``cache_size``
+  of them, least recently used first out), and the cache is dropped whenever the key set changes.
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ class KeySource(Protocol):
 
 
 class JWKSKeySource:
-    """Public keys from a JWKS URI, refetched on an unknown ``kid`` at most once per cooldown."""
+    """Public keys from a JWKS URI: refetched once older than ``max_age`` (keeping the old set
+    while the AS cannot be reached) and on an unknown ``kid`` at most once per cooldown."""
 
-    def __init__(self, jwks_uri: str, *, refetch_cooldown: float = 30.0, timeout: float = 5.0):
+    def __init__(self, jwks_uri: str, *, refetch_cooldown: float = 30.0, timeout: float = 5.0, max_age: float = 300.0):
         self.jwks_uri = jwks_uri
         self.refetch_cooldown = refetch_cooldown
+        self.max_age = max_age
         self.timeout = timeout
         self.generation = 0
         self._keys: KeySet | None = None
@@ -78,7 +81,18 @@ class JWKSKeySource:
                 return key
         return None
 
+    async def _refresh_if_old(self) -> None:
+        async with self._lock:
+            if self._keys is None or time.monotonic() - self._fetched_at < self.max_age:
+                return
+            try:
+                await self._fetch()
+            except (httpx2.HTTPError, ValueError, JoseError):
+                self._fetched_at = time.monotonic() - self.max_age + self.refetch_cooldown  # retry after the cooldown
+
     async def key(self, kid: str):
+        if self._keys is not None and time.monotonic() - self._fetched_at >= self.max_age:
+            await self._refresh_if_old()
         found = self._find(kid)
         if found is not None:
             return found

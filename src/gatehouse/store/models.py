@@ -222,3 +222,74 @@ class Note(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class UpstreamIdentity(Base):
+    """A local user's account at an upstream provider, keyed by (issuer, subject), never by email
+    (UP-1): two upstream accounts with one email are two users."""
+
+    __tablename__ = "upstream_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime]
+
+
+class UpstreamToken(Base):
+    """The upstream token vault (UP-3): one row per (user, provider), its access and refresh token
+    encrypted with a key derived from the instance secret (JWE ``dir``/``A256GCM``).
+
+    ``refresh_claim`` and ``refresh_claimed_until``: the lease of the one caller refreshing the
+    tokens, so a rotating refresh token is spent once even across instances."""
+
+    __tablename__ = "upstream_tokens"
+    __table_args__ = (UniqueConstraint("user_id", "provider"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(64))
+    tokens_encrypted: Mapped[str] = mapped_column(Text)
+    token_type: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime | None]
+    refresh_claim: Mapped[str | None] = mapped_column(String(32))
+    refresh_claimed_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class UpstreamLoginState(Base):
+    """A pending upstream sign-in (its own ``state``, PKCE and ``nonce``, UP-1), kept in the store
+    so any instance can finish it; single use, bound to the browser that started it (S-U2)."""
+
+    __tablename__ = "upstream_login_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    nonce: Mapped[str] = mapped_column(String(128))
+    next_url: Mapped[str] = mapped_column(Text)
+    client_id: Mapped[str | None] = mapped_column(String(255))
+    consented: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+
+
+class RateLimitCounter(Base):
+    """Events counted for one rate-limit key in one fixed window (``window_start``, epoch seconds),
+    shared by every instance on the database; rows are deleted once ``expires_at`` has passed."""
+
+    __tablename__ = "rate_limit_counters"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)

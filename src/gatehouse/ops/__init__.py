@@ -1,0 +1,1 @@
+"""Running Gatehouse in production: health checks, metrics, structured logs, retention, backups."""
