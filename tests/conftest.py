@@ -46,25 +46,33 @@ def _postgres_admin():
     return psycopg.connect(url, autocommit=True, connect_timeout=3)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gatehouse.db'}"
-        return
-    name = f"gh_test_{uuid.uuid4().hex[:12]}"
+def create_postgres_database(prefix: str = "gh_test") -> str:
+    """A new, empty PostgreSQL database named ``<prefix>_<random>``; returns its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         admin = _postgres_admin()
     except Exception as exc:  # noqa: BLE001 - any connection failure means "not here"
         missing_component(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}")
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
+    return f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def drop_postgres_database(name: str) -> None:
+    """End every session on database ``name`` and drop it."""
     with _postgres_admin() as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
-        )
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gatehouse.db'}"
+        return
+    url = create_postgres_database()
+    yield url
+    drop_postgres_database(url.rsplit("/", 1)[1])
 
 
 def free_socket() -> socket.socket:

@@ -11,11 +11,10 @@
 from __future__ import annotations
 
 import secrets
-import uuid
 
 import pytest
 
-from tests.conftest import POSTGRES_ADMIN_URL, _postgres_admin, missing_component
+from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.production.harness import RunningInstance
 from tests.production.harness import start_gatehouse as _start
 
@@ -39,27 +38,11 @@ def start_gatehouse():
         instance.stop()
 
 
-def drop_postgres_database(name: str) -> None:
-    """End every session on database ``name`` and drop it."""
-    with _postgres_admin() as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
-def create_postgres_database() -> str:
-    """A new, empty database; returns its SQLAlchemy URL."""
-    name = f"gh_prod_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = _postgres_admin()
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "not here"
-        missing_component(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+__all__ = ["create_postgres_database", "drop_postgres_database"]  # the production tests import them from here
 
 
 @pytest.fixture
 def postgres_url():
-    url = create_postgres_database()
+    url = create_postgres_database("gh_prod")
     yield url
     drop_postgres_database(url.rsplit("/", 1)[1])

@@ -71,12 +71,16 @@ def refresh(base_url: str, client_id: str, refresh_token: str) -> httpx2.Respons
                        timeout=30)
 
 
-def failed_login(base_url: str, username: str, password: str = "not the password") -> httpx2.Response:
-    """Submit the sign-in form with a wrong password, as a browser would."""
-    browser = Browser(base_url)
+def submit_sign_in(browser: Browser, username: str, password: str) -> httpx2.Response:
+    """Open the sign-in page in ``browser`` and submit its form, as a person would; closes the browser."""
     try:
         page = browser.get("/login")
         assert page.status_code == 200, page.text
         return browser.submit(page, {"username": username, "password": password})
     finally:
         browser.close()
+
+
+def failed_login(base_url: str, username: str, password: str = "not the password") -> httpx2.Response:
+    """Submit the sign-in form with a wrong password, as a browser would."""
+    return submit_sign_in(Browser(base_url), username, password)

@@ -24,7 +24,7 @@ from gatehouse.authserver.login_throttle import DEVICE_COOKIE
 from gatehouse.store.models import RateLimitCounter
 from tests.conftest import missing_component
 from tests.production.conftest import create_postgres_database, drop_postgres_database
-from tests.production.flows import add_user, client_credentials_token, register_machine_client
+from tests.production.flows import add_user, client_credentials_token, register_machine_client, submit_sign_in
 from tests.production.harness import RunningInstance, start_gatehouse
 from tests.support.browser import Browser
 
@@ -206,12 +206,7 @@ def sign_in(instance: RunningInstance, address: str, username: str, password: st
     browser = BrowserAt(instance.url, address)
     if cookies is not None:
         browser.cookies = cookies
-    try:
-        page = browser.get("/login")
-        assert page.status_code == 200, page.text
-        return browser.submit(page, {"username": username, "password": password})
-    finally:
-        browser.close()
+    return submit_sign_in(browser, username, password)
 
 
 def assert_locked_out(response: httpx2.Response) -> int:

@@ -22,7 +22,7 @@ from gatehouse.config import Settings
 from gatehouse.store import db as store_db
 from gatehouse.store.models import RateLimitCounter
 from gatehouse.store.rate_counters import StoreCounters
-from tests.conftest import POSTGRES_ADMIN_URL, _postgres_admin, missing_component
+from tests.conftest import create_postgres_database, drop_postgres_database, missing_component
 
 REDIS_URL = os.environ.get("GATEHOUSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 START = 1_800_000_000  # a multiple of 60
@@ -101,23 +101,6 @@ def clock(monkeypatch):
     return now
 
 
-def _postgres_database():
-    name = f"gh_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = _postgres_admin()
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "not here"
-        missing_component(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return name, f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-
-
-def _drop_postgres_database(name: str) -> None:
-    with _postgres_admin() as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-
-
 def _redis_counters(prefix: str):
     import redis
 
@@ -150,8 +133,8 @@ def make_backend(request, tmp_path):
         if request.param == "sqlite":
             url = f"sqlite:///{tmp_path / 'gatehouse.db'}"
         else:
-            name, url = _postgres_database()
-            cleanup.append(lambda: _drop_postgres_database(name))
+            url = create_postgres_database()
+            cleanup.append(lambda: drop_postgres_database(url.rsplit("/", 1)[1]))
         engine = store_db.create_store_engine(url)
         store_db.upgrade(engine)
         engines.append(engine)

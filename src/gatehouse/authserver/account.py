@@ -14,6 +14,7 @@ from gatehouse.authserver.clients import load_stored_client
 from gatehouse.authserver.http import BadRequestBody, prepare
 from gatehouse.authserver.pages import PAGE_HEADERS, error_page, render
 from gatehouse.authserver.ratelimit import RateLimited, wait_phrase
+from gatehouse.authserver.sessions import BrowserSession
 from gatehouse.authserver.tokens import revoke_grants_of
 from gatehouse.authserver.upstream import identities
 from gatehouse.authserver.users import authenticate
@@ -225,7 +226,9 @@ class AccountPages:
             "resources": [resources[u].name if u in resources else u for u in resource_uris],
         }
 
-    async def revoke_app(self, request: Request) -> Response:
+    async def _apps_form(self, request: Request) -> tuple[BrowserSession, dict[str, str]] | Response:
+        """The signed-in browser and a form posted from its apps page (its CSRF token checked),
+        or the error page to answer instead."""
         browser = self.sessions.read(request)
         try:
             form = await self._form(request)
@@ -233,6 +236,13 @@ class AccountPages:
             return error_page("This form cannot be used", exc.description, status_code=exc.status, base_path=self.base_path)
         if browser is None or not self.sessions.csrf_valid(form.get("csrf_token"), "apps", browser.session_id, browser.user_id):
             return error_page("This form has expired", "Reload the page and try again.", status_code=403, base_path=self.base_path)
+        return browser, form
+
+    async def revoke_app(self, request: Request) -> Response:
+        checked = await self._apps_form(request)
+        if isinstance(checked, Response):
+            return checked
+        browser, form = checked
         client_id = form.get("client_id", "")
         await run_in_threadpool(self._revoke, browser.user_id, client_id)
         return RedirectResponse(f"{self.base_path}/apps?removed=1", status_code=303, headers=PAGE_HEADERS)
@@ -252,13 +262,10 @@ class AccountPages:
 
         When that account is the user's only way to sign in, the link stays (removing it would
         lock the user out of this account for good) and only the tokens go."""
-        browser = self.sessions.read(request)
-        try:
-            form = await self._form(request)
-        except BadRequestBody as exc:
-            return error_page("This form cannot be used", exc.description, status_code=exc.status, base_path=self.base_path)
-        if browser is None or not self.sessions.csrf_valid(form.get("csrf_token"), "apps", browser.session_id, browser.user_id):
-            return error_page("This form has expired", "Reload the page and try again.", status_code=403, base_path=self.base_path)
+        checked = await self._apps_form(request)
+        if isinstance(checked, Response):
+            return checked
+        browser, form = checked
         provider = form.get("provider", "")
         outcome = await run_in_threadpool(self._unlink, browser.user_id, provider)
         if outcome is None:

@@ -29,20 +29,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
 import httpx2
 
-from gatehouse.basic_auth import basic_authorization
+from gatehouse.guard.as_client import AUTH_METHODS, AnswerTooLarge, ConfidentialClient  # noqa: F401 - AUTH_METHODS: the CLI's choices
 from gatehouse.guard.caller import Caller
 from gatehouse.guard.discovery import discover_endpoint, json_object
+from gatehouse.guard.shared_requests import SharedRequests
+from gatehouse.guard.token_cache import TokenCache
 from gatehouse.guard.verifier import TokenRejected
 from gatehouse.netguard import is_loopback_host
 
@@ -50,13 +50,7 @@ log = logging.getLogger("gatehouse.introspection")
 
 UNREACHABLE = "the authorization server's introspection endpoint could not be reached"
 CREDENTIALS_REFUSED = "the token could not be checked: the authorization server refused this resource server's credentials"
-AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 REFRESH_TOKEN_TYPES = {"refresh_token", "urn:ietf:params:oauth:token-type:refresh_token"}
-MAX_ANSWER_BYTES = 64 * 1024
-
-
-class _UnusableAnswer(Exception):
-    """The endpoint answered, but not with an introspection response (logged, never shown)."""
 
 
 class IntrospectionVerifier:
@@ -81,8 +75,8 @@ class IntrospectionVerifier:
         problem = endpoint_problem(endpoint)
         if problem:
             raise ValueError(problem)
-        if auth_method not in AUTH_METHODS:
-            raise ValueError(f"auth_method must be one of {', '.join(AUTH_METHODS)}, not {auth_method!r}")
+        self._as = ConfidentialClient(client_id=client_id, client_secret=client_secret, auth_method=auth_method,
+                                      timeout=timeout, http_client=http_client)
         if not client_id or not client_secret:
             raise ValueError("introspection needs a client_id and a client_secret")
         self.issuers = tuple(issuers)
@@ -99,43 +93,19 @@ class IntrospectionVerifier:
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
         self.timeout = timeout
-        self._secret = client_secret
-        self._client = http_client
-        self._owns_client = http_client is None
-        self._cache: OrderedDict[bytes, tuple[float, Caller]] = OrderedDict()
-        self._in_flight: dict[bytes, asyncio.Future[Caller]] = {}
+        self._cache: TokenCache[bytes, Caller] = TokenCache(cache_size)
+        self._in_flight: SharedRequests[bytes, Caller] = SharedRequests()
 
     def cached_caller(self, token: str) -> Caller | None:
         """The caller of a token introspected before, while its cache entry lasts."""
-        digest = hashlib.sha256(token.encode()).digest()
-        cached = self._cache.get(digest)
-        if cached is None:
-            return None
-        until, caller = cached
-        if until > time.time():
-            self._cache.move_to_end(digest)
-            return caller
-        del self._cache[digest]
-        return None
+        return self._cache.get(hashlib.sha256(token.encode()).digest())
 
     async def verify(self, token: str) -> Caller:
         caller = self.cached_caller(token)
         if caller is not None:
             return caller
         digest = hashlib.sha256(token.encode()).digest()
-        pending = self._in_flight.get(digest)
-        if pending is None:
-            pending = asyncio.ensure_future(self._verify_uncached(token, digest))
-            self._in_flight[digest] = pending
-            pending.add_done_callback(lambda done: self._settle(digest, done))
-        # one waiter giving up (a client disconnecting) must not cancel the others' request
-        return await asyncio.shield(pending)
-
-    def _settle(self, digest: bytes, done: asyncio.Future) -> None:
-        if self._in_flight.get(digest) is done:
-            del self._in_flight[digest]
-        if not done.cancelled():
-            done.exception()  # retrieved here, so a request nobody waits for any more logs nothing
+        return await self._in_flight.run(digest, lambda: self._verify_uncached(token, digest))
 
     async def _verify_uncached(self, token: str, digest: bytes) -> Caller:
         answer = await self._introspect(token)
@@ -143,37 +113,21 @@ class IntrospectionVerifier:
         caller, expires = self._accept(answer, now)
         if self.cache_ttl > 0:
             until = now + self.cache_ttl if expires is None else min(expires, now + self.cache_ttl)
-            self._cache[digest] = (until, caller)
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(digest, caller, until)
         return caller
 
-    def _http(self) -> httpx2.AsyncClient:
-        if self._client is None:
-            self._client = httpx2.AsyncClient(timeout=self.timeout, trust_env=False, follow_redirects=False)
-        return self._client
-
     async def aclose(self) -> None:
-        if self._client is not None and self._owns_client:
-            await self._client.aclose()
-            self._client = None
+        await self._as.aclose()
 
     async def _introspect(self, token: str) -> dict:
         """Section 2.1: the request; the parsed answer, or ``TokenRejected``."""
         form = {"token": token, "token_type_hint": "access_token"}
-        headers = {"Accept": "application/json"}
-        if self.auth_method == "client_secret_basic":
-            headers["Authorization"] = basic_authorization(self.client_id, self._secret)
-        else:
-            form.update(client_id=self.client_id, client_secret=self._secret)
         try:
-            async with self._http().stream("POST", self.endpoint, data=form, headers=headers) as response:
-                body = await _read_limited(response, MAX_ANSWER_BYTES)
-                status = response.status_code
+            status, body = await self._as.post_form(self.endpoint, form)
         except httpx2.HTTPError as exc:
             log.warning("introspection endpoint %s could not be reached: %s", self.endpoint, type(exc).__name__)
             raise TokenRejected(UNREACHABLE) from None
-        except _UnusableAnswer as exc:
+        except AnswerTooLarge as exc:
             log.warning("introspection endpoint %s: %s", self.endpoint, exc)
             raise TokenRejected(UNREACHABLE) from None
         answer = json_object(body)
@@ -244,15 +198,6 @@ def endpoint_problem(url: str) -> str | None:
 def discover_introspection_endpoint(issuer: str, timeout: float = 10.0) -> str:
     """The AS's ``introspection_endpoint`` from its metadata."""
     return discover_endpoint(issuer, "introspection_endpoint", "introspection endpoint", timeout)
-
-
-async def _read_limited(response: httpx2.Response, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise _UnusableAnswer(f"an answer larger than {limit} bytes")
-    return bytes(body)
 
 
 def _strings(answer: dict, claim: str, *, split: bool = False) -> list[str] | None:

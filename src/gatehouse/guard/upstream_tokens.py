@@ -32,12 +32,10 @@ server (a client registered with ``gatehouse clients add --resource-server``)::
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,8 +43,10 @@ import httpx2
 from anyio import to_thread
 from starlette.types import Scope
 
-from gatehouse.basic_auth import basic_authorization
+from gatehouse.guard.as_client import AnswerTooLarge, ConfidentialClient
 from gatehouse.guard.discovery import discover_endpoint, json_object
+from gatehouse.guard.shared_requests import SharedRequests
+from gatehouse.guard.token_cache import TokenCache
 from gatehouse.netguard import is_loopback_host
 from gatehouse.upstream_errors import (
     ERRORS_BY_CODE,
@@ -61,8 +61,6 @@ log = logging.getLogger("gatehouse.guard.upstream_tokens")
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 SCOPE_KEY = "gatehouse.upstream_exchange"
-AUTH_METHODS = ("client_secret_basic", "client_secret_post")
-MAX_ANSWER_BYTES = 64 * 1024
 
 _current: contextvars.ContextVar[_CallerExchange | None] = contextvars.ContextVar("gatehouse_upstream_exchange", default=None)
 
@@ -93,8 +91,8 @@ class UpstreamTokenClient:
             raise ValueError("pass either token_endpoint or issuer (whose metadata names the token endpoint)")
         if token_endpoint is not None and (problem := _endpoint_problem(token_endpoint)):
             raise ValueError(problem)
-        if auth_method not in AUTH_METHODS:
-            raise ValueError(f"auth_method must be one of {', '.join(AUTH_METHODS)}, not {auth_method!r}")
+        self._as = ConfidentialClient(client_id=client_id, client_secret=client_secret, auth_method=auth_method,
+                                      timeout=timeout, http_client=http_client)
         if cache_ttl < 0 or cache_size < 0 or refresh_margin < 0:
             raise ValueError("cache_ttl, cache_size and refresh_margin must not be negative")
         self.client_id = client_id
@@ -105,11 +103,8 @@ class UpstreamTokenClient:
         self.refresh_margin = refresh_margin
         self.timeout = timeout
         self._token_endpoint = token_endpoint
-        self._secret = client_secret
-        self._client = http_client
-        self._owns_client = http_client is None
-        self._cache: OrderedDict[tuple[bytes, str], tuple[float, str]] = OrderedDict()
-        self._in_flight: dict[tuple[bytes, str], asyncio.Future[str]] = {}
+        self._cache: TokenCache[tuple[bytes, str], str] = TokenCache(cache_size, clock=time.monotonic)
+        self._in_flight: SharedRequests[tuple[bytes, str], str] = SharedRequests()
 
     def __repr__(self) -> str:
         return f"UpstreamTokenClient(client_id={self.client_id!r}, token_endpoint={self._token_endpoint or self.issuer!r})"
@@ -119,24 +114,8 @@ class UpstreamTokenClient:
         key = (hashlib.sha256(subject_token.encode()).digest(), provider)
         cached = self._cache.get(key)
         if cached is not None:
-            until, token = cached
-            if until > time.monotonic():
-                self._cache.move_to_end(key)
-                return token
-            del self._cache[key]
-        pending = self._in_flight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._exchange_uncached(subject_token, provider, key))
-            self._in_flight[key] = pending
-            pending.add_done_callback(lambda done: self._settle(key, done))
-        # one tool call giving up must not cancel the exchange the others wait for
-        return await asyncio.shield(pending)
-
-    def _settle(self, key: tuple[bytes, str], done: asyncio.Future) -> None:
-        if self._in_flight.get(key) is done:
-            del self._in_flight[key]
-        if not done.cancelled():
-            done.exception()  # retrieved here, so an exchange nobody waits for any more logs nothing
+            return cached
+        return await self._in_flight.run(key, lambda: self._exchange_uncached(subject_token, provider, key))
 
     async def _exchange_uncached(self, subject_token: str, provider: str, key: tuple[bytes, str]) -> str:
         answer = await self._request(subject_token, provider)
@@ -149,9 +128,7 @@ class UpstreamTokenClient:
         if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
             lifetime = min(lifetime, float(expires_in) - self.refresh_margin)
         if lifetime > 0 and self.cache_size > 0:
-            self._cache[key] = (time.monotonic() + lifetime, token)
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(key, token, time.monotonic() + lifetime)
         return token
 
     async def _endpoint(self, provider: str) -> str:
@@ -169,15 +146,8 @@ class UpstreamTokenClient:
             self._token_endpoint = endpoint
         return self._token_endpoint
 
-    def _http(self) -> httpx2.AsyncClient:
-        if self._client is None:
-            self._client = httpx2.AsyncClient(timeout=self.timeout, trust_env=False, follow_redirects=False)
-        return self._client
-
     async def aclose(self) -> None:
-        if self._client is not None and self._owns_client:
-            await self._client.aclose()
-            self._client = None
+        await self._as.aclose()
 
     async def _request(self, subject_token: str, provider: str) -> dict:
         """RFC 8693 section 2.1: the request; the parsed success answer (section 2.2.1), or a typed error."""
@@ -189,16 +159,9 @@ class UpstreamTokenClient:
             "requested_token_type": ACCESS_TOKEN_TYPE,
             "audience": provider,
         }
-        headers = {"Accept": "application/json"}
-        if self.auth_method == "client_secret_basic":
-            headers["Authorization"] = basic_authorization(self.client_id, self._secret)
-        else:
-            form.update(client_id=self.client_id, client_secret=self._secret)
         try:
-            async with self._http().stream("POST", endpoint, data=form, headers=headers) as response:
-                body = await _read_limited(response, MAX_ANSWER_BYTES)
-                status = response.status_code
-        except (httpx2.HTTPError, _TooLarge) as exc:
+            status, body = await self._as.post_form(endpoint, form)
+        except (httpx2.HTTPError, AnswerTooLarge) as exc:
             log.warning("token endpoint %s could not be used for the %s token: %s", endpoint, provider, type(exc).__name__)
             raise UpstreamUnavailable(provider, f"the authorization server could not be reached for the {provider} token; "
                                                 "try again later") from None
@@ -260,19 +223,6 @@ _DEFAULT_ADVICE = {
     UpstreamReauthorizationRequired: "{provider} no longer accepts this user's authorization: sign in with {provider} again",
     UpstreamUnavailable: "{provider} could not be reached; try again later",
 }
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_limited(response: httpx2.Response, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise _TooLarge()
-    return bytes(body)
 
 
 def _endpoint_problem(url: str) -> str | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Protocol
@@ -25,6 +24,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from gatehouse.guard.caller import Caller
+from gatehouse.guard.token_cache import TokenCache
 
 ACCESS_TOKEN_TYPES = {"at+jwt", "application/at+jwt"}
 
@@ -125,20 +125,15 @@ class JWTVerifier:
         self.algorithms = list(algorithms)
         self.leeway = leeway
         self.cache_size = cache_size
-        self._cache: OrderedDict[bytes, tuple[float, int, Caller]] = OrderedDict()
+        self._cache: TokenCache[bytes, tuple[int, Caller]] = TokenCache(cache_size)
 
     def cached_caller(self, token: str) -> Caller | None:
         """The caller of a token verified before and still valid, without waiting on anything."""
-        digest = hashlib.sha256(token.encode()).digest()
-        cached = self._cache.get(digest)
-        if cached is None:
-            return None
-        expires, generation, caller = cached
-        if expires + self.leeway > time.time() and generation == self.keys.generation:
-            self._cache.move_to_end(digest)
-            return caller
-        del self._cache[digest]
-        return None
+        cached = self._cache.get(hashlib.sha256(token.encode()).digest(), self._same_keys)
+        return None if cached is None else cached[1]
+
+    def _same_keys(self, cached: tuple[int, Caller]) -> bool:
+        return cached[0] == self.keys.generation
 
     async def verify(self, token: str) -> Caller:
         caller = self.cached_caller(token)
@@ -147,9 +142,7 @@ class JWTVerifier:
         digest = hashlib.sha256(token.encode()).digest()
         now = time.time()
         caller, expires = await self._verify_uncached(token, now)
-        self._cache[digest] = (expires, self.keys.generation, caller)
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(digest, (self.keys.generation, caller), expires + self.leeway)
         return caller
 
     async def _verify_uncached(self, token: str, now: float) -> tuple[Caller, float]:

@@ -22,9 +22,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client import multiprocess
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gatehouse.authserver import audit
+from gatehouse.ops.http_middleware import HTTPMiddleware, ResponseStatus
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "<unmatched>"
@@ -120,29 +121,17 @@ def route_template(scope: Scope, root_path: str) -> str:
     return mount_prefix + path
 
 
-class MetricsMiddleware:
-    """Pure ASGI: counts each HTTP request and times it to the end of its response body."""
+class MetricsMiddleware(HTTPMiddleware):
+    """Counts each HTTP request and times it to the end of its response body."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         root_path = scope.get("root_path", "")
         started = time.perf_counter()
-        status = 500
-
-        async def send_counting(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = ResponseStatus(send)
         try:
-            await self.app(scope, receive, send_counting)
+            await self.app(scope, receive, response.send)
         finally:
+            status = response.code
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             route = route_template(scope, root_path)
             HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()

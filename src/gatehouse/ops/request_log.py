@@ -22,9 +22,10 @@ import time
 from datetime import UTC, datetime
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gatehouse.authserver.log_redaction import redact
+from gatehouse.ops.http_middleware import HTTPMiddleware, ResponseStatus
 
 REQUEST_ID_HEADER = "X-Request-ID"
 LOG_FORMATS = ("text", "json")
@@ -52,35 +53,25 @@ def request_id_from(value: str | None) -> str:
     return secrets.token_hex(16)
 
 
-class RequestLogMiddleware:
-    """Pure ASGI (streams pass through untouched): request id in, request id out, one access line."""
+class RequestLogMiddleware(HTTPMiddleware):
+    """Request id in, request id out, one access line."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
         request_id = request_id_from(incoming.decode("latin-1"))
         token = _request_id.set(request_id)
         started = time.perf_counter()
-        status = 500
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
-            await send(message)
+        def add_request_id(start: Message) -> None:
+            MutableHeaders(scope=start).append(REQUEST_ID_HEADER, request_id)
 
+        response = ResponseStatus(send, on_start=add_request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, response.send)
         except BaseException:
-            _log_access(scope, status, started)
+            _log_access(scope, response.code, started)
             raise  # the id stays set: the 500 handler and the server log the failure after this, with it
-        _log_access(scope, status, started)
+        _log_access(scope, response.code, started)
         _request_id.reset(token)
 
 
