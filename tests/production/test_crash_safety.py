@@ -38,10 +38,9 @@ from sqlalchemy import create_engine, select
 from gatehouse.instance_secrets import token_hash
 from gatehouse.store.models import AccessToken, Grant, RefreshToken
 from tests.production.conftest import create_postgres_database, drop_postgres_database
-from tests.production.harness import RunningInstance, high_rate_limits_env, run_gatehouse, start_gatehouse
-from tests.support.browser import Browser, authorize, pkce_pair
+from tests.production.flows import add_user, register_public_client, user_tokens
+from tests.production.harness import RunningInstance, high_rate_limits_env, start_gatehouse
 
-REDIRECT = "http://127.0.0.1:9/callback"
 USER = ("crash", "a long crash-test password")
 CLIENTS = 8
 LOAD_SECONDS = 2.0  # before the kill, and again after the restart
@@ -115,20 +114,6 @@ class Deployment:
                                high_rate_limits_env(), port=port)
 
 
-def _grant(base: str, browser: Browser) -> tuple[str, str]:
-    """A new public client and the refresh token of its first grant."""
-    client = httpx2.post(f"{base}/register", json={"client_name": "Crash test", "redirect_uris": [REDIRECT],
-                                                   "token_endpoint_auth_method": "none"}).json()
-    verifier, challenge = pkce_pair()
-    result = authorize(browser, client_id=client["client_id"], redirect_uri=REDIRECT, challenge=challenge,
-                       username=USER[0], password=USER[1], scope="notes:read", resource=f"{base}/mcp")
-    assert result.code, result.response.text
-    tokens = httpx2.post(f"{base}/token", data={"grant_type": "authorization_code", "code": result.code, "client_id": client["client_id"],
-                                                "redirect_uri": REDIRECT, "code_verifier": verifier})
-    assert tokens.status_code == 200, tokens.text
-    return client["client_id"], tokens.json()["refresh_token"]
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def deployment(request, tmp_path, secret_key):
     """SQLite: one instance on a data dir. PostgreSQL: two instances on one database, one secret, one issuer."""
@@ -137,12 +122,10 @@ def deployment(request, tmp_path, secret_key):
     else:
         database_url, count = create_postgres_database(), 2
     deployment = Deployment(database_url, tmp_path / "data", secret_key if count > 1 else None, [])
-    added = run_gatehouse(["users", "add", USER[0], "--password-stdin", "--data-dir", str(deployment.data_dir)],
-                          database_url=database_url, secret_key=deployment.secret_key, input=USER[1] + "\n")
-    assert added.returncode == 0, added.stderr
     try:
         for _ in range(count):
             deployment.instances.append(deployment.start())
+        add_user(database_url, deployment.data_dir, *USER)
         yield deployment
     finally:
         for instance in deployment.instances:
@@ -151,7 +134,8 @@ def deployment(request, tmp_path, secret_key):
             drop_postgres_database(database_url.rsplit("/", 1)[1])
 
 
-def _store_rows(database_url: str, clients: list[RefreshingClient]):
+def _store_rows(database_url: str):
+    """What the store holds: refresh-token rows by hash, access-token jtis, grants by id."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as db:
@@ -166,13 +150,12 @@ def _store_rows(database_url: str, clients: list[RefreshingClient]):
 def test_kill_9_under_refresh_load_loses_no_answered_refresh(deployment):
     """S-R1, S-R4, AS-13 under a crash: see the module docstring for what is checked."""
     instances = deployment.instances
-    browser = Browser(instances[0].url)
     clients = []
     for index in range(CLIENTS):
-        client_id, token = _grant(instances[0].url, browser)
+        client_id = register_public_client(instances[0].url)
+        token = user_tokens(instances[0].url, client_id, *USER)[0]["refresh_token"]
         urls = [i.url for i in instances]
         clients.append(RefreshingClient(client_id, urls[index % len(urls):] + urls[: index % len(urls)], token, token))
-    browser.close()
 
     stop = threading.Event()
     threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in clients]
@@ -200,7 +183,7 @@ def test_kill_9_under_refresh_load_loses_no_answered_refresh(deployment):
     assert len(jtis) == len(set(jtis))
 
     # every answered refresh is in the store: its refresh token and its access-token record
-    refresh_rows, stored_jtis, grants = _store_rows(deployment.database_url, clients)
+    refresh_rows, stored_jtis, grants = _store_rows(deployment.database_url)
     assert not [t for t in issued if token_hash(t) not in refresh_rows], "a refresh token answered with 200 is not in the store"
     assert not set(jtis) - stored_jtis, "an access token answered with 200 has no record in the store"
 

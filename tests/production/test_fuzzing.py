@@ -28,11 +28,11 @@ from hypothesis import strategies as st
 
 from tests.production import hostile
 from tests.production.conftest import create_postgres_database, drop_postgres_database
-from tests.production.harness import RunningInstance, high_rate_limits_env, run_gatehouse, start_gatehouse
+from tests.production.flows import REDIRECT, add_user
+from tests.production.harness import RunningInstance, high_rate_limits_env, start_gatehouse
 from tests.production.hostile import FUZZ
 from tests.support.browser import Browser, authorize, parse_forms, pkce_pair
 
-REDIRECT = "http://127.0.0.1:9/callback"
 SCOPE = "notes:read notes:write"
 USER = ("fuzz", "a long fuzzing password")
 MCP_ACCEPT = "application/json, text/event-stream"
@@ -141,10 +141,8 @@ def target(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("fuzz") / "data"
     instance = None
     try:
-        added = run_gatehouse(["users", "add", USER[0], "--password-stdin", "--data-dir", str(data_dir)],
-                              database_url=database_url, input=USER[1] + "\n")
-        assert added.returncode == 0, added.stderr
         instance = start_gatehouse(database_url, data_dir, None, extra_args=["--log-level", "warning"], env=high_rate_limits_env())
+        add_user(database_url, data_dir, *USER)
         base = instance.url
         public = _register(base, client_name="Fuzz public", token_endpoint_auth_method="none")["client_id"]
         consent = _register(base, client_name="Fuzz consent", token_endpoint_auth_method="none")["client_id"]
