@@ -77,13 +77,9 @@ def rate_limit_env(mode: str) -> dict[str, str]:
         return {"GATEHOUSE_RATE_LIMITS": "false"}
     if mode == "default":
         return {}
-    from gatehouse.config import Settings
+    from gatehouse.config import raised_rate_limits_env
 
-    return {
-        f"GATEHOUSE_{name.upper()}": "10000000"
-        for name, info in Settings.model_fields.items()
-        if info.annotation is int and ("_rate_" in name or "_per_" in name)
-    }
+    return raised_rate_limits_env()
 
 
 @dataclass

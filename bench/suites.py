@@ -41,6 +41,8 @@ from httpclient import HttpConnection, build_request, request_target
 from loadgen import AuthCodeWorker, RefreshWorker, StaticWorker, Worker
 from servers import ServerProcess, ServerTracker, free_port, fresh_postgres_database
 
+from gatehouse.config import raised_rate_limits_env
+
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BENCH_DIR.parent
 REDIRECT_URI = "http://127.0.0.1:9/cb"
@@ -389,6 +391,7 @@ def launch_gatehouse(store: str) -> Callable[[RunConfig], contextlib.AbstractAsy
             if config.server_log_level and "--log-level" in help_text:
                 argv += ["--log-level", config.server_log_level]
             log = config.work_dir / f"gatehouse-{store}-{port}.log"
+            env = {**env, **raised_rate_limits_env()}  # 16 clients on one address would meet the shipped limits
             server = ServerProcess(f"gatehouse ({store})", argv, port, log, env=env, cpu=config.server_cpu)
             async with _running(server, METADATA_PATH):
                 username, password = "bench", secrets.token_urlsafe(18)

@@ -377,3 +377,14 @@ class Settings(BaseSettings):
                 },
             )
         ]
+
+
+def raised_rate_limits_env(limit: int = 10_000_000) -> dict[str, str]:
+    """``GATEHOUSE_*`` variables that raise every rate limit (the ``*_rate_*`` and ``*_per_*``
+    settings) to ``limit``, for benchmarks and tests that measure something else: the limiters
+    still run, so their cost is counted."""
+    return {
+        f"GATEHOUSE_{name.upper()}": str(limit)
+        for name, field in Settings.model_fields.items()
+        if field.annotation is int and ("_rate_" in name or "_per_" in name)
+    }

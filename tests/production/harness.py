@@ -45,15 +45,10 @@ def gatehouse_env(database_url: str | None, secret_key: str | None, env: dict | 
 
 
 def high_rate_limits_env(limit: int = 10_000_000) -> dict[str, str]:
-    """``GATEHOUSE_*`` variables raising every rate limit (the ``*_rate_*`` and ``*_per_*`` settings)
-    to ``limit``: for tests that measure something else; the limiters still run."""
-    from gatehouse.config import Settings
+    """Every rate limit raised to ``limit``: for tests that measure something else; the limiters still run."""
+    from gatehouse.config import raised_rate_limits_env
 
-    return {
-        f"GATEHOUSE_{name.upper()}": str(limit)
-        for name, field in Settings.model_fields.items()
-        if field.annotation is int and ("_rate_" in name or "_per_" in name)
-    }
+    return raised_rate_limits_env(limit)
 
 
 def run_gatehouse(args: list[str], *, database_url: str | None = None, secret_key: str | None = None, env: dict | None = None,

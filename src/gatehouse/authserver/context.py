@@ -15,6 +15,7 @@ from gatehouse.authserver.cimd import ClientMetadataResolver
 from gatehouse.authserver.dpop import TokenEndpointDPoP
 from gatehouse.authserver.keys import KeyRing, ensure_signing_key
 from gatehouse.authserver.login_throttle import LoginThrottle
+from gatehouse.authserver.process_counters import ProcessCounters
 from gatehouse.authserver.ratelimit import CounterBackend, Limiter, Unlimited
 from gatehouse.authserver.resources import ResourceRegistry
 from gatehouse.authserver.tokens import TokenIssuer
@@ -54,13 +55,16 @@ class RateLimits:
 
 
 def counter_backend(settings: Settings, engine: Engine) -> CounterBackend:
-    """Redis when ``redis_url`` is set, else the store; nothing when rate limits are off."""
+    """Redis when ``redis_url`` is set; else the store on PostgreSQL, and this process's memory on
+    SQLite (one instance: nothing to share, process_counters.py); nothing when rate limits are off."""
     if not settings.rate_limits:
         return Unlimited()
     if settings.redis_url:
         from gatehouse.authserver.redis_counters import RedisCounters  # only deployments with Redis load it
 
         return RedisCounters(settings.redis_url, settings.redis_key_prefix)
+    if engine.dialect.name == "sqlite":
+        return ProcessCounters()
     return StoreCounters(engine)
 
 
