@@ -30,12 +30,16 @@ def current_caller(context: Any = None) -> Caller | None:
     Pass the MCP SDK's ``Context`` (tool handlers receive it) where the SDK runs handlers
     outside the HTTP request's task; without it, the context variable set by the guard.
     """
-    if context is not None:
-        request = getattr(getattr(context, "request_context", None), "request", None)
-        scope = getattr(request, "scope", None)
-        if scope is not None and SCOPE_KEY in scope:
-            return scope[SCOPE_KEY]
+    scope = request_scope(context)
+    if scope is not None and SCOPE_KEY in scope:
+        return scope[SCOPE_KEY]
     return _current.get()
+
+
+def request_scope(context: Any) -> dict | None:
+    """The ASGI scope of the HTTP request behind an MCP SDK ``Context``, if it has one."""
+    request = getattr(getattr(context, "request_context", None), "request", None)
+    return getattr(request, "scope", None)
 
 
 def bind(caller: Caller) -> contextvars.Token:

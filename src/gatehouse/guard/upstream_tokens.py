@@ -44,6 +44,7 @@ from anyio import to_thread
 from starlette.types import Scope
 
 from gatehouse.guard.as_client import AnswerTooLarge, ConfidentialClient
+from gatehouse.guard.caller import request_scope
 from gatehouse.guard.discovery import discover_endpoint, json_object
 from gatehouse.guard.shared_requests import SharedRequests
 from gatehouse.guard.token_cache import TokenCache
@@ -257,10 +258,7 @@ async def upstream_token(provider: str, context: Any = None) -> str:
 
     Pass the handler's MCP ``Context``; without it, the request's context variable. Raises
     :class:`~gatehouse.upstream_errors.UpstreamTokenError` (a subclass says what to do)."""
-    exchange = None
-    if context is not None:
-        request = getattr(getattr(context, "request_context", None), "request", None)
-        exchange = (getattr(request, "scope", None) or {}).get(SCOPE_KEY)
+    exchange = (request_scope(context) or {}).get(SCOPE_KEY)
     if exchange is None:
         exchange = _current.get()
     if exchange is None:
