@@ -65,16 +65,19 @@ def upstream_app():
 
 
 @contextlib.contextmanager
-def running_gateway(live_as, gateway_socket, gateway_uri, upstream_url, upstream_headers=()):
+def running_gateway(live_as, gateway_socket, gateway_uri, upstream_url, upstream_headers=(), read_timeout=300.0):
+    """Serve the gateway in front of ``upstream_url``; yields its ASGI app."""
     guard = Guard(
         resource=gateway_uri,
         authorization_servers=[live_as.base_url],
         verifier=JWTVerifier(issuers=[live_as.base_url], audience=gateway_uri, keys=JWKSKeySource(f"{live_as.base_url}/jwks")),
         policy=Policy(tools={"shout": ["tools:write"], "*": ["tools:read"]}),
     )
-    proxy = HTTPUpstream(upstream_url, identity_header=IDENTITY_HEADER, connect_timeout=2, upstream_headers=upstream_headers)
-    with ThreadedServer(create_gateway_app(guard, proxy, "/mcp"), gateway_socket):
-        yield
+    proxy = HTTPUpstream(upstream_url, identity_header=IDENTITY_HEADER, connect_timeout=2, upstream_headers=upstream_headers,
+                         read_timeout=read_timeout)
+    app = create_gateway_app(guard, proxy, "/mcp")
+    with ThreadedServer(app, gateway_socket):
+        yield app
 
 
 async def test_gateway_proxies_sessions_and_strips_the_token(live_as, loopback_server, gateway_socket, gateway_uri):

@@ -17,10 +17,7 @@ import httpx2
 import pytest
 
 from gatehouse.config import ResourceConfig
-from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier, Policy
-from gatehouse.guard.gateway import HTTPUpstream, create_gateway_app
-from tests.conftest import ThreadedServer
-from tests.integration.test_gateway import IDENTITY_HEADER, upstream_app
+from tests.integration.test_gateway import IDENTITY_HEADER, running_gateway, upstream_app
 from tests.support.scripted_upstream import CUT_JSON, CUT_SSE, SILENT, scripted_upstream
 
 
@@ -38,24 +35,16 @@ def as_overrides(extra_resource):
 @contextlib.contextmanager
 def gateway(live_as, sock, resource, upstream_url, read_timeout=30.0):
     """Yields the list of the fast path's decisions (True: forwarded), one per POST it was offered."""
-    guard = Guard(
-        resource=resource,
-        authorization_servers=[live_as.base_url],
-        verifier=JWTVerifier(issuers=[live_as.base_url], audience=resource, keys=JWKSKeySource(f"{live_as.base_url}/jwks")),
-        policy=Policy(tools={"shout": ["tools:write"], "*": ["tools:read"]}),
-    )
-    proxy = HTTPUpstream(upstream_url, identity_header=IDENTITY_HEADER, connect_timeout=2, read_timeout=read_timeout)
-    app = create_gateway_app(guard, proxy, "/mcp")
-    forwarder = app.http_protocol.forwarder
     decisions: list[bool] = []
-    offer = forwarder.try_forward
+    with running_gateway(live_as, sock, resource, upstream_url, read_timeout=read_timeout) as app:
+        forwarder = app.http_protocol.forwarder
+        offer = forwarder.try_forward
 
-    def counted(front, headers, body):
-        decisions.append(offer(front, headers, body))
-        return decisions[-1]
+        def counted(front, headers, body):
+            decisions.append(offer(front, headers, body))
+            return decisions[-1]
 
-    forwarder.try_forward = counted
-    with ThreadedServer(app, sock):
+        forwarder.try_forward = counted
         yield decisions
 
 
