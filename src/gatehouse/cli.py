@@ -194,7 +194,8 @@ def token_verifier(
     """The gateway's verifier: JWTs with the AS's keys, or introspection (RFC 7662) with client credentials."""
     from gatehouse.guard import IntrospectionVerifier, JWKSKeySource, JWTVerifier
     from gatehouse.guard.gateway import discover_jwks_uri
-    from gatehouse.guard.introspection import AUTH_METHODS, discover_introspection_endpoint
+    from gatehouse.guard.as_client import AUTH_METHODS
+    from gatehouse.guard.introspection import discover_introspection_endpoint
 
     def usage(message: str) -> None:
         err.print(f"error: {message}", highlight=False)

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from gatehouse.guard.as_client import AUTH_METHODS, AnswerTooLarge, ConfidentialClient  # noqa: F401 - AUTH_METHODS: the CLI's choices
+from gatehouse.guard.as_client import AnswerTooLarge, ConfidentialClient
 from gatehouse.guard.caller import Caller
 from gatehouse.guard.discovery import discover_endpoint, json_object
 from gatehouse.guard.shared_requests import SharedRequests
