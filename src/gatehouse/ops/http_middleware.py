@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,12 +27,18 @@ class HTTPMiddleware:
 
 class ResponseStatus:
     """Passes a response on through ``send`` and keeps its ``code``: 500 until the response
-    starts (an app that fails first answers 500); ``on_start`` may add headers to the start."""
+    starts (an app that fails first answers 500); ``on_start`` may add headers to the start.
+    ``ended_at``: when the last body chunk was sent (``perf_counter``), before any background
+    work the app does after it."""
 
     def __init__(self, send: Send, on_start: Callable[[Message], None] | None = None):
         self.code = 500
+        self.ended_at: float | None = None
         self._send = send
         self._on_start = on_start
+
+    def seconds_since(self, started: float) -> float:
+        return (self.ended_at if self.ended_at is not None else time.perf_counter()) - started
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -39,3 +46,5 @@ class ResponseStatus:
             if self._on_start is not None:
                 self._on_start(message)
         await self._send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.ended_at = time.perf_counter()

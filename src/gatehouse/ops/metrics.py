@@ -42,6 +42,10 @@ REFRESHES = Counter("gatehouse_token_refreshes", "Refresh tokens rotated (refres
 REFRESH_REUSE = Counter(
     "gatehouse_refresh_token_reuse_detected", "Refresh tokens presented again after rotation; each revoked its grant (RFC 9700 4.14.2)."
 )
+REFRESH_ANSWERS_LOST = Counter(
+    "gatehouse_refresh_answers_lost",
+    "Rotated refresh tokens presented again whose new token's answer never reached the client; rotated again (issue 7).",
+)
 CODE_REPLAY = Counter("gatehouse_authorization_code_replay_detected", "Authorization codes presented a second time.")
 FAILED_LOGINS = Counter("gatehouse_failed_logins", "Sign-ins refused for a wrong username or password.")
 FAILED_CLIENT_AUTH = Counter("gatehouse_failed_client_authentications", "Client authentications refused at the token, revocation and introspection endpoints.")
@@ -52,6 +56,7 @@ PURGED_ROWS = Counter("gatehouse_retention_purged_rows", "Expired rows deleted b
 _AUDIT_COUNTERS = {
     audit.TOKEN_REFRESHED: REFRESHES,
     audit.REFRESH_REUSE: REFRESH_REUSE,
+    audit.REFRESH_ANSWER_LOST: REFRESH_ANSWERS_LOST,
     audit.CODE_REPLAY: CODE_REPLAY,
     audit.LOGIN_FAILED: FAILED_LOGINS,
     audit.CLIENT_AUTH_FAILED: FAILED_CLIENT_AUTH,
@@ -135,7 +140,7 @@ class MetricsMiddleware(HTTPMiddleware):
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             route = route_template(scope, root_path)
             HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
-            HTTP_LATENCY.labels(method=method, route=route).observe(time.perf_counter() - started)
+            HTTP_LATENCY.labels(method=method, route=route).observe(response.seconds_since(started))
             if status == 429:
                 RATE_LIMITED.labels(route=route).inc()
 

@@ -69,13 +69,14 @@ class RequestLogMiddleware(HTTPMiddleware):
         try:
             await self.app(scope, receive, response.send)
         except BaseException:
-            _log_access(scope, response.code, started)
+            _log_access(scope, response, started)
             raise  # the id stays set: the 500 handler and the server log the failure after this, with it
-        _log_access(scope, response.code, started)
+        _log_access(scope, response, started)
         _request_id.reset(token)
 
 
-def _log_access(scope: Scope, status: int, started: float) -> None:
+def _log_access(scope: Scope, response: ResponseStatus, started: float) -> None:
+    status = response.code
     path = scope.get("path", "")
     client = scope.get("client")
     access_log.log(
@@ -85,7 +86,7 @@ def _log_access(scope: Scope, status: int, started: float) -> None:
             "method": scope["method"],
             "path": path,
             "status": status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "duration_ms": round(response.seconds_since(started) * 1000, 2),
             "client": client[0] if client else None,
         },
     )
