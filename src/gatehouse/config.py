@@ -220,6 +220,10 @@ class Settings(BaseSettings):
 
     access_token_ttl: int = 3600
     refresh_token_ttl: int = 30 * 24 * 3600
+    # seconds a rotation's answer may take to be recorded as sent before a retry with the old
+    # refresh token counts as a lost answer rather than reuse; 0: every retry is reuse
+    # (gatehouse.authserver.refresh_delivery)
+    refresh_delivery_timeout: float = Field(default=5.0, ge=0, le=300)
     authorization_code_ttl: int = 600
     key_activation_delay: int = 3600
     clock_leeway: int = 30

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -36,6 +37,7 @@ from gatehouse.authserver.oauth import (
 )
 from gatehouse.authserver.pages import STATIC, error_page
 from gatehouse.authserver.ratelimit import RateLimited, TooManyRequests
+from gatehouse.authserver.refresh_delivery import MAX_ATTEMPTS, RotationInFlight, wait_for_delivery
 from gatehouse.authserver.sessions import SessionManager
 from gatehouse.authserver.upstream.login import UpstreamLogin
 from gatehouse.authserver.token_exchange import PendingExchange, complete_exchange
@@ -91,6 +93,18 @@ class AuthServerEndpoints:
 
         return self.ctx.run_with_effects(work, effects_of)
 
+    def _run_settling_rotations(self, prepared, call):
+        """``_run``, again after each refresh-token rotation it met in flight, once that has
+        settled (gatehouse.authserver.refresh_delivery); the last run settles it itself."""
+        for attempt in range(1, MAX_ATTEMPTS):
+            prepared.attempt = attempt
+            try:
+                return self._run(prepared, call)
+            except RotationInFlight as pending:
+                wait_for_delivery(self.ctx.read_sessions, pending)
+        prepared.attempt = MAX_ATTEMPTS
+        return self._run(prepared, call)
+
     def _claimed_client_id(self, request: Request, prepared) -> str:
         """The client_id the request names (HTTP Basic, else the form), not yet authenticated;
         raises ValueError for a Basic header that is not base64 (ASCII) of UTF-8."""
@@ -115,7 +129,7 @@ class AuthServerEndpoints:
         except TooManyRequests as error:
             limits.token_per_client.refund(quota)
             return self.server.handle_response(*error()), None
-        response, oauth_request = self._run(prepared, call)
+        response, oauth_request = self._run_settling_rotations(prepared, call)
         if getattr(oauth_request, "client_auth_failed", False):
             limits.failed_client_auth.record(failures)
             limits.token_per_client.refund(quota)
@@ -138,7 +152,11 @@ class AuthServerEndpoints:
         response, _ = await run_in_threadpool(self._run_within_limits, prepared, call, client_id, token_endpoint)
         if isinstance(response.body, PendingExchange):  # RFC 8693: the vault is asked after the transaction
             response = await complete_exchange(self.ctx, self.server, response)
-        return to_starlette(response)
+        answer = to_starlette(response)
+        refresh_token = response.body.get("refresh_token") if response.status == 200 and isinstance(response.body, dict) else None
+        if isinstance(refresh_token, str):  # recorded once the answer has been sent (refresh_delivery)
+            answer.background = BackgroundTask(self.ctx.deliveries.delivered, refresh_token)
+        return answer
 
     async def token(self, request: Request) -> Response:
         return await self._client_authenticated(request, self._token_response, token_endpoint=True)

@@ -16,6 +16,7 @@ from gatehouse.authserver.dpop import TokenEndpointDPoP
 from gatehouse.authserver.keys import KeyRing, ensure_signing_key
 from gatehouse.authserver.login_throttle import LoginThrottle
 from gatehouse.authserver.process_counters import ProcessCounters
+from gatehouse.authserver.refresh_delivery import DeliveryLedger
 from gatehouse.authserver.ratelimit import CounterBackend, Limiter, Unlimited
 from gatehouse.authserver.resources import ResourceRegistry
 from gatehouse.authserver.tokens import TokenIssuer
@@ -84,6 +85,8 @@ class AuthServerContext:
     trusted_idps: TrustedIdPs = field(init=False)
     upstream: UpstreamProviders = field(init=False)
     upstream_vault: UpstreamVault = field(init=False)
+    deliveries: DeliveryLedger = field(init=False)
+    read_sessions: sessionmaker[Session] = field(init=False)
 
     def __post_init__(self):
         s = self.settings
@@ -97,6 +100,8 @@ class AuthServerContext:
         self.trusted_idps = TrustedIdPs(s.trusted_idps, timeout=s.cimd_fetch_timeout)
         self.upstream = UpstreamProviders(s.upstream, leeway=s.clock_leeway)
         self.upstream_vault = UpstreamVault(self.sessions, self.upstream, self.secret)
+        self.deliveries = DeliveryLedger(self.sessions)
+        self.read_sessions = store_db.read_only_session_factory(self.engine)
 
     @property
     def max_token_ttl(self) -> timedelta:

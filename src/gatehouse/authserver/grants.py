@@ -27,8 +27,9 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc7636 import CodeChallenge
 from sqlalchemy import bindparam, select, update
 
-from gatehouse.authserver import audit
+from gatehouse.authserver import audit, refresh_delivery
 from gatehouse.authserver.dpop import require_proof_if_registered
+from gatehouse.authserver.refresh_delivery import void_lost_successor
 from gatehouse.authserver.resources import TargetError
 from gatehouse.authserver.tokens import (
     claim_refresh_token,
@@ -84,7 +85,7 @@ class _GatehouseGrant:
         """The key a new family's refresh tokens are bound to: the proof's, for a public client (RFC 9449 section 5)."""
         return self.dpop_jkt if self.request.client.is_public else None
 
-    def _issue(self, grant_row, user, scope, resource, include_refresh_token, refresh_scope=None):
+    def _issue(self, grant_row, user, scope, resource, include_refresh_token, refresh_scope=None, replaces=None):
         client = self.request.client
         require_proof_if_registered(client, self.request.dpop)
         return self.ctx.tokens.issue(
@@ -97,6 +98,7 @@ class _GatehouseGrant:
             include_refresh_token=include_refresh_token,
             refresh_scope=refresh_scope,
             jkt=self.dpop_jkt,
+            replaces=replaces,
         )
 
 
@@ -244,9 +246,7 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
             raise InvalidGrantError("the refresh token is unknown or was issued to another client")
         if row.revoked_at is not None:
             raise InvalidGrantError("the grant behind this refresh token was revoked; authorize again")
-        if row.rotated_at is not None:
-            self._on_error_revoke(row.grant_id)
-            raise InvalidGrantError("the refresh token was already used; the whole grant is revoked (reuse detection)")
+        lost_successor = self._judge_rotated(row) if row.rotated_at is not None else None
         if row.expires_at <= utcnow():
             raise InvalidGrantError("the refresh token has expired; authorize again")
         requested = _requested_resources(self.request)
@@ -257,7 +257,24 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
                 "the refresh token is bound to a DPoP key (RFC 9449 section 5): send a DPoP proof signed with that key"
             )
         self.request.gatehouse_grant = _GrantOfToken(row.grant_id, row.user_id, row.resource)
-        return _RefreshTokenView(row)
+        return _RefreshTokenView(row, lost_successor)
+
+    def _judge_rotated(self, row) -> int:
+        """A rotated-out token presented again (gatehouse.authserver.refresh_delivery): reuse
+        revokes the grant (S-R1); a rotation whose answer is in flight is waited for; the
+        successor of an answer that was lost is returned, to be voided."""
+        timeout = self.ctx.settings.refresh_delivery_timeout
+        successor = refresh_delivery.successor_of(self.db.connection(), row.id)
+        verdict = refresh_delivery.judge(successor, timeout)
+        if verdict is refresh_delivery.Verdict.PENDING and not self._last_attempt():
+            raise refresh_delivery.RotationInFlight(successor.id, successor.deadline(timeout))
+        if verdict is not refresh_delivery.Verdict.LOST:
+            self._on_error_revoke(row.grant_id)
+            raise InvalidGrantError("the refresh token was already used; the whole grant is revoked (reuse detection)")
+        return successor.id
+
+    def _last_attempt(self) -> bool:
+        return self.request.prepared.attempt >= refresh_delivery.MAX_ATTEMPTS
 
     def authenticate_user(self, refresh_token):
         grant_row = self.request.gatehouse_grant
@@ -273,13 +290,23 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
         # a narrower scope applies to this access token only; the new refresh token keeps the
         # presented one's scope (RFC 6749 section 6, OAuth 2.1 section 4.3)
         return self._issue(
-            grant_row, None if isinstance(user, _ClientAsUser) else user, scope, resource, True, refresh_token.get_scope()
+            grant_row, None if isinstance(user, _ClientAsUser) else user, scope, resource, True, refresh_token.get_scope(),
+            replaces=refresh_token.row.id,
         )
 
     def revoke_old_credential(self, refresh_token):
-        if not claim_refresh_token(self.db, refresh_token.row.id):
+        """Rotate: retire the presented token (S-R4: one winner), or the successor whose answer was lost."""
+        lost = refresh_token.lost_successor
+        claimed = void_lost_successor(self.db, lost) if lost is not None else claim_refresh_token(self.db, refresh_token.row.id)
+        if not claimed and not self._last_attempt():
+            raise refresh_delivery.RotationInFlight()  # judged again, in a new transaction, once settled
+        if not claimed:
             self._on_error_revoke(refresh_token.row.grant_id)
             raise InvalidGrantError("the refresh token was already used; the whole grant is revoked (reuse detection)")
+        if lost is not None:
+            audit.record(
+                self.db, audit.REFRESH_ANSWER_LOST, client_id=refresh_token.row.client_id, grant_id=refresh_token.row.grant_id
+            )
         audit.record(
             self.db,
             audit.TOKEN_REFRESHED,
@@ -318,8 +345,9 @@ class _GrantOfToken:
 class _RefreshTokenView:
     """The TokenMixin face of a refresh-token row for Authlib."""
 
-    def __init__(self, row):
+    def __init__(self, row, lost_successor: int | None = None):
         self.row = row
+        self.lost_successor = lost_successor
 
     def check_client(self, client):
         return client.client_id == self.row.client_id

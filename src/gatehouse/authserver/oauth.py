@@ -80,6 +80,7 @@ class PreparedRequest:
     form: list[tuple[str, str]] = field(default_factory=list)
     json: dict | None = None
     remote_addr: str | None = None
+    attempt: int = 1  # runs of this request so far (gatehouse.authserver.refresh_delivery)
 
 
 class _Payload(OAuth2Payload):

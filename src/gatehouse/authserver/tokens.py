@@ -117,12 +117,14 @@ class TokenIssuer:
         include_refresh_token: bool,
         refresh_scope: str | None = None,
         jkt: str | None = None,
+        replaces: int | None = None,
     ) -> dict:
         """Mint an access token (and a refresh token) for grant ``grant_id``; rows join the session's transaction.
 
         ``refresh_scope``: the new refresh token's scope when it differs from the access token's
         (on refresh it stays that of the presented refresh token, RFC 6749 section 6).
-        ``jkt``: the thumbprint of the DPoP key the access token is bound to (RFC 9449 section 6.1)."""
+        ``jkt``: the thumbprint of the DPoP key the access token is bound to (RFC 9449 section 6.1).
+        ``replaces``: the refresh token this rotation retires (gatehouse.authserver.refresh_delivery)."""
         now = utcnow()
         ttl = resource.access_token_ttl
         jti = new_token(16)
@@ -161,6 +163,8 @@ class TokenIssuer:
                     "scope": refresh_scope or scope,
                     "created_at": now,
                     "expires_at": now + timedelta(seconds=self.refresh_token_ttl),
+                    "replaces_id": replaces,
+                    "delivered_at": None,
                 },
             )
             token["refresh_token"] = refresh

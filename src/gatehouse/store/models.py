@@ -136,6 +136,10 @@ class RefreshToken(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     rotated_at: Mapped[datetime | None]
+    # the token whose rotation issued this one; when the answer carrying it was sent
+    # (gatehouse.authserver.refresh_delivery)
+    replaces_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), index=True)
+    delivered_at: Mapped[datetime | None]
 
 
 class AccessToken(Base):
