@@ -344,9 +344,11 @@ def _gateway_argv(upstream: str, resource: str, port: int, jwks_uri: str, policy
 
 
 @contextlib.asynccontextmanager
-async def launch(spec: Server, ctx: dict[str, Any], server_cpu: int | None) -> AsyncIterator[Launched]:
-    """Start the server (for the gateway: the upstream, then the gateway in front), all pinned
-    to the server core; stop everything on exit."""
+async def launch(
+    spec: Server, ctx: dict[str, Any], server_cpu: int | None, gateway_cpu: int | None = None
+) -> AsyncIterator[Launched]:
+    """Start the server (for the gateway: the upstream, then the gateway in front), pinned to
+    the server core, the gateway to ``gateway_cpu`` when given; stop everything on exit."""
     assert spec.app is not None
     port = free_port()
     resource = f"http://127.0.0.1:{port}/mcp"
@@ -376,7 +378,10 @@ async def launch(spec: Server, ctx: dict[str, Any], server_cpu: int | None) -> A
     policy = work / "gateway-policy.toml"
     policy.write_text(GATEWAY_POLICY)
     argv = _gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy)
-    gateway = ServerProcess("gateway", argv, port, work / f"{spec.key}-{port}.log", env=env, cpu=server_cpu)
+    gateway = ServerProcess(
+        "gateway", argv, port, work / f"{spec.key}-{port}.log", env=env,
+        cpu=server_cpu if gateway_cpu is None else gateway_cpu,
+    )  # fmt: skip
     async with running(upstream, "/mcp"), running(gateway, "/mcp"):  # the gateway answers 401 when up
         yield Launched(port, resource, [gateway, upstream])
 
@@ -407,7 +412,8 @@ async def run_server(
     pool_hint: float,
 ) -> Row:
     mint: TokenMint = ctx["mint"]
-    async with launch(spec, ctx, server_cpu) as server:
+    gateway_cpu = args.gateway_cpu if server_cpu is not None else None
+    async with launch(spec, ctx, server_cpu, gateway_cpu) as server:
         for process in server.processes:
             _log(
                 f"{spec.label}: {process.name + ' ' if len(server.processes) > 1 else ''}pid {process.pid} "
@@ -783,6 +789,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--client-cpu", type=int, default=1, help="core for the load generator (1)"
+    )
+    parser.add_argument(
+        "--gateway-cpu",
+        type=int,
+        default=None,
+        help="core for the gateway process (default: the server core; the load generator's "
+        "core shows the latency the gateway adds when it has a CPU of its own)",
     )
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin anything to cores"
