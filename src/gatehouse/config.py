@@ -208,6 +208,11 @@ UPSTREAM_DEFAULT_SCOPES = {
 UPSTREAM_LABELS = {"google": "Google", "entra": "Microsoft", "github": "GitHub"}
 
 
+#: The highest rate limit a setting may hold: the shared counters are 32-bit (the store's
+#: INTEGER), and a login limit counts up to four times its setting (login_throttle).
+MAX_RATE_LIMIT = 100_000_000
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEHOUSE_", extra="ignore")
 
@@ -238,15 +243,15 @@ class Settings(BaseSettings):
     rate_limits: bool = True
     redis_url: str | None = None
     redis_key_prefix: str = "gatehouse"
-    registration_rate_per_minute: int = 20
-    token_rate_per_minute_per_client: int = 300
-    token_rate_per_minute_per_address: int = 600
-    failed_client_auth_per_minute: int = 10
-    failed_login_per_minute: int = 5
-    failed_login_per_account: int = 100
-    failed_login_per_address: int = 50
+    registration_rate_per_minute: int = Field(default=20, ge=1, le=MAX_RATE_LIMIT)
+    token_rate_per_minute_per_client: int = Field(default=300, ge=1, le=MAX_RATE_LIMIT)
+    token_rate_per_minute_per_address: int = Field(default=600, ge=1, le=MAX_RATE_LIMIT)
+    failed_client_auth_per_minute: int = Field(default=10, ge=1, le=MAX_RATE_LIMIT)
+    failed_login_per_minute: int = Field(default=5, ge=1, le=MAX_RATE_LIMIT)
+    failed_login_per_account: int = Field(default=100, ge=1, le=MAX_RATE_LIMIT)
+    failed_login_per_address: int = Field(default=50, ge=1, le=MAX_RATE_LIMIT)
     login_max_lockout: int = Field(default=900, ge=1)
-    cimd_fetches_per_minute_per_host: int = 60
+    cimd_fetches_per_minute_per_host: int = Field(default=60, ge=1, le=MAX_RATE_LIMIT)
     forwarded_allow_ips: str | None = None
     worker_header: bool = False
 

@@ -33,3 +33,24 @@ def test_default_resource_is_the_embedded_demo(monkeypatch, tmp_path):
 def test_bad_issuer_rejected(issuer):
     with pytest.raises(ValidationError):
         Settings(issuer=issuer)
+
+
+@pytest.mark.parametrize("value", [0, -5, 100_000_001])
+def test_a_rate_limit_outside_what_the_counters_hold_is_refused(value):
+    """Issue 7: a limit of 0 would refuse everything, and one past MAX_RATE_LIMIT would overflow
+    the store's 32-bit counters (a login limit counts up to four times its setting)."""
+    with pytest.raises(ValidationError, match="token_rate_per_minute_per_client"):
+        Settings(token_rate_per_minute_per_client=value)
+
+
+def test_the_raised_limits_of_benchmarks_are_valid_settings():
+    from gatehouse.config import raised_rate_limits_env
+
+    raised = {name.removeprefix("GATEHOUSE_").lower(): int(value) for name, value in raised_rate_limits_env().items()}
+    assert Settings(**raised).token_rate_per_minute_per_client == 10_000_000
+
+
+@pytest.mark.parametrize("value", [-1, 301])
+def test_refresh_delivery_timeout_bounds(value):
+    with pytest.raises(ValidationError, match="refresh_delivery_timeout"):
+        Settings(refresh_delivery_timeout=value)
