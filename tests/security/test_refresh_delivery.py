@@ -162,3 +162,23 @@ def test_timeout_zero_makes_every_retry_reuse(live_as):
 
     assert retry.status_code == 400 and error_of(retry) == "invalid_grant"
     assert grant_of(live_as, first).revoked_reason == "refresh_token_reuse"
+
+
+def test_a_dpop_bound_retry_is_run_again_with_its_own_proof(live_as):
+    """The request is run again after the wait: its proof's jti, recorded by the rolled-back
+    first run, is not taken for a replay (RFC 9449 section 11.1)."""
+    from tests.security.test_dpop import DPoPKey, dpop_tokens, post_token, public_client, token_url
+
+    live_as.add_user()  # alice, who approves test_dpop's authorization requests
+    key = DPoPKey()
+    client = public_client(live_as)
+    first = dpop_tokens(live_as, key, client)
+    grant = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+    lost = post_token(live_as, client, grant, key.proof("POST", token_url(live_as)))
+    assert lost.status_code == 200, lost.text
+    lose_the_answer(live_as, lost.json()["refresh_token"], seconds_ago=0)
+
+    retry = post_token(live_as, client, grant, key.proof("POST", token_url(live_as)))
+
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["token_type"] == "DPoP"
