@@ -29,7 +29,6 @@ from sqlalchemy import bindparam, select, update
 
 from gatehouse.authserver import audit, refresh_delivery
 from gatehouse.authserver.dpop import require_proof_if_registered
-from gatehouse.authserver.refresh_delivery import void_lost_successor
 from gatehouse.authserver.resources import TargetError
 from gatehouse.authserver.tokens import (
     claim_refresh_token,
@@ -269,8 +268,7 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
         if verdict is refresh_delivery.Verdict.PENDING and not self._last_attempt():
             raise refresh_delivery.RotationInFlight(successor.id, successor.deadline(timeout))
         if verdict is not refresh_delivery.Verdict.LOST:
-            self._on_error_revoke(row.grant_id)
-            raise InvalidGrantError("the refresh token was already used; the whole grant is revoked (reuse detection)")
+            raise self._reuse_detected(row.grant_id)
         return successor.id
 
     def _last_attempt(self) -> bool:
@@ -297,12 +295,14 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
     def revoke_old_credential(self, refresh_token):
         """Rotate: retire the presented token (S-R4: one winner), or the successor whose answer was lost."""
         lost = refresh_token.lost_successor
-        claimed = void_lost_successor(self.db, lost) if lost is not None else claim_refresh_token(self.db, refresh_token.row.id)
+        if lost is not None:
+            claimed = refresh_delivery.void_lost_successor(self.db, lost)
+        else:
+            claimed = claim_refresh_token(self.db, refresh_token.row.id)
         if not claimed and not self._last_attempt():
             raise refresh_delivery.RotationInFlight()  # judged again, in a new transaction, once settled
         if not claimed:
-            self._on_error_revoke(refresh_token.row.grant_id)
-            raise InvalidGrantError("the refresh token was already used; the whole grant is revoked (reuse detection)")
+            raise self._reuse_detected(refresh_token.row.grant_id)
         if lost is not None:
             audit.record(
                 self.db, audit.REFRESH_ANSWER_LOST, client_id=refresh_token.row.client_id, grant_id=refresh_token.row.grant_id
@@ -314,7 +314,8 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
             grant_id=refresh_token.row.grant_id,
         )
 
-    def _on_error_revoke(self, grant_id: str) -> None:
+    def _reuse_detected(self, grant_id: str) -> InvalidGrantError:
+        """S-R1 (RFC 9700 section 4.14.2): the error, with the grant's revocation queued."""
         client_id = self.request.client.client_id
 
         def revoke(session):
@@ -322,6 +323,7 @@ class RefreshTokenGrant(_GatehouseGrant, grants.RefreshTokenGrant):
             revoke_grant(session, grant_id, "refresh_token_reuse")
 
         self.request.error_effects.append(revoke)
+        return InvalidGrantError("the refresh token was already used; the whole grant is revoked (reuse detection)")
 
 
 _tokens, _grants = RefreshToken.__table__, Grant.__table__
