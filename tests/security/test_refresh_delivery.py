@@ -182,3 +182,35 @@ def test_a_dpop_bound_retry_is_run_again_with_its_own_proof(live_as):
 
     assert retry.status_code == 200, retry.text
     assert retry.json()["token_type"] == "DPoP"
+
+
+def test_tokens_rotated_before_the_upgrade_stay_under_plain_reuse_detection(tmp_path):
+    """Migration 0007 backfills nothing: a rotation from before it has no ``replaces_id`` link,
+    so its old token presented again is reuse (S-R1), never a lost answer."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from gatehouse.authserver.refresh_delivery import Verdict, judge, successor_of
+    from gatehouse.store import db as store_db
+
+    engine = store_db.create_store_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = store_db.alembic_config(str(engine.url))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0006")
+        connection.execute(text(
+            "INSERT INTO grants (id, client_id, grant_type, scope, resource, created_at) "
+            "VALUES ('g', 'c', 'authorization_code', 's', 'r', :now)"
+        ), {"now": utcnow()})
+        for token, rotated in (("old", utcnow()), ("new", None)):
+            connection.execute(text(
+                "INSERT INTO refresh_tokens (token_hash, grant_id, client_id, scope, created_at, expires_at, rotated_at) "
+                "VALUES (:hash, 'g', 'c', 's', :now, :now, :rotated)"
+            ), {"hash": token_hash(token), "now": utcnow(), "rotated": rotated})
+    store_db.upgrade(engine)
+    try:
+        with engine.connect() as connection:
+            old_id = connection.execute(text("SELECT id FROM refresh_tokens WHERE token_hash = :h"), {"h": token_hash("old")}).scalar()
+            assert judge(successor_of(connection, old_id), TIMEOUT) is Verdict.REUSE
+    finally:
+        engine.dispose()

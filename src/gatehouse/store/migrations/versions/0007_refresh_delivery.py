@@ -1,6 +1,7 @@
 """Refresh-token delivery (issue 7, crash safety): refresh_tokens.replaces_id links a rotation's
 new token to the one it replaced; refresh_tokens.delivered_at records when its answer was sent.
-Tokens issued before this revision count as delivered.
+Rows issued before this revision replace nothing, so none is ever judged by its delivery: no
+backfill, and no rewrite of a large table.
 
 Revision ID: 0007
 Revises: 0006
@@ -21,7 +22,6 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('replaces_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True))
         batch_op.add_column(sa.Column('delivered_at', sa.DateTime(), nullable=True))
         batch_op.create_index(batch_op.f('ix_refresh_tokens_replaces_id'), ['replaces_id'], unique=False)
-    op.execute("UPDATE refresh_tokens SET delivered_at = created_at")
 
 
 def downgrade() -> None:
