@@ -243,15 +243,15 @@ class Settings(BaseSettings):
     rate_limits: bool = True
     redis_url: str | None = None
     redis_key_prefix: str = "gatehouse"
-    registration_rate_per_minute: int = Field(default=20, ge=1, le=MAX_RATE_LIMIT)
-    token_rate_per_minute_per_client: int = Field(default=300, ge=1, le=MAX_RATE_LIMIT)
-    token_rate_per_minute_per_address: int = Field(default=600, ge=1, le=MAX_RATE_LIMIT)
-    failed_client_auth_per_minute: int = Field(default=10, ge=1, le=MAX_RATE_LIMIT)
-    failed_login_per_minute: int = Field(default=5, ge=1, le=MAX_RATE_LIMIT)
-    failed_login_per_account: int = Field(default=100, ge=1, le=MAX_RATE_LIMIT)
-    failed_login_per_address: int = Field(default=50, ge=1, le=MAX_RATE_LIMIT)
+    registration_rate_per_minute: int = Field(default=20, ge=0, le=MAX_RATE_LIMIT)
+    token_rate_per_minute_per_client: int = Field(default=300, ge=0, le=MAX_RATE_LIMIT)
+    token_rate_per_minute_per_address: int = Field(default=600, ge=0, le=MAX_RATE_LIMIT)
+    failed_client_auth_per_minute: int = Field(default=10, ge=0, le=MAX_RATE_LIMIT)
+    failed_login_per_minute: int = Field(default=5, ge=0, le=MAX_RATE_LIMIT)
+    failed_login_per_account: int = Field(default=100, ge=0, le=MAX_RATE_LIMIT)
+    failed_login_per_address: int = Field(default=50, ge=0, le=MAX_RATE_LIMIT)
     login_max_lockout: int = Field(default=900, ge=1)
-    cimd_fetches_per_minute_per_host: int = Field(default=60, ge=1, le=MAX_RATE_LIMIT)
+    cimd_fetches_per_minute_per_host: int = Field(default=60, ge=0, le=MAX_RATE_LIMIT)
     forwarded_allow_ips: str | None = None
     worker_header: bool = False
 
