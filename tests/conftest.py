@@ -128,6 +128,17 @@ class LiveAS:
         assert response.status_code == 201, response.text
         return response.json()
 
+    def register_resource_server(self, resource: str) -> tuple[str, str]:
+        """What ``gatehouse clients add --resource-server RESOURCE`` stores: an introspection-only
+        client (RFC 7662 section 2.1); its id and secret."""
+        from gatehouse.authserver.clients import KIND_STATIC, store_client, validate_metadata
+
+        metadata = validate_metadata({"client_name": "Resource server", "grant_types": ["client_credentials"]})
+        metadata.update(grant_types=[], response_types=[])
+        with self.ctx.unit_of_work() as session:
+            client, secret, _ = store_client(session, KIND_STATIC, metadata, with_secret=True, resource_server_for=resource)
+        return client.client_id, secret
+
     def post_token(self, data: dict, **kwargs) -> httpx2.Response:
         return httpx2.post(f"{self.base_url}/token", data=data, **kwargs)
 

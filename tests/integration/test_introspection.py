@@ -22,7 +22,6 @@ from sqlalchemy import inspect
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gatehouse.authserver.clients import KIND_STATIC, store_client, validate_metadata
 from gatehouse.config import ResourceConfig
 from gatehouse.guard import Guard, IntrospectionVerifier, Policy, current_caller
 from gatehouse.guard.introspection import CREDENTIALS_REFUSED, UNREACHABLE
@@ -40,14 +39,6 @@ def as_overrides(extra_resource):
         ResourceConfig(uri=OTHER_RESOURCE, name="Another server", scopes=["tools:read"]),
     ]}
 
-
-def register_resource_server(live_as, resource: str) -> tuple[str, str]:
-    """What ``gatehouse clients add --resource-server`` stores: an introspection-only client."""
-    metadata = validate_metadata({"client_name": "Opaque tools gateway", "grant_types": ["client_credentials"]})
-    metadata.update(grant_types=[], response_types=[])
-    with live_as.ctx.unit_of_work() as session:
-        client, secret, _ = store_client(session, KIND_STATIC, metadata, with_secret=True, resource_server_for=resource)
-    return client.client_id, secret
 
 
 def machine_client(live_as) -> tuple[str, str]:
@@ -103,7 +94,7 @@ def tools_app(live_as, resource: str, verifier) -> Starlette:
 @pytest.fixture
 def serve_tools(live_as, extra_socket, extra_resource):
     """``serve_tools(**verifier_options)``: the guarded server on ``extra_resource``, checking by introspection."""
-    rs_credentials = register_resource_server(live_as, extra_resource)
+    rs_credentials = live_as.register_resource_server(extra_resource)
 
     @contextlib.contextmanager
     def serve(**options):

@@ -23,12 +23,11 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from gatehouse import timeutil
-from gatehouse.authserver.clients import KIND_STATIC, store_client, validate_metadata
-from gatehouse.authserver.context import AuthServerContext, build_context
-from gatehouse.config import ResourceConfig, Settings, UpstreamConfig
+from gatehouse.authserver.context import build_context
+from gatehouse.config import ResourceConfig, UpstreamConfig
 from gatehouse.serve import create_embedded_app
 from gatehouse.store.models import AuditEvent, UpstreamToken, User
-from tests.conftest import ThreadedServer, free_socket, make_settings
+from tests.conftest import LiveAS, ThreadedServer, free_socket, make_settings
 from tests.support.browser import Browser, parse_forms, pkce_pair, redirect_params
 from tests.upstream.browser_steps import sign_in_upstream
 from tests.upstream.calendar_api import CalendarAPI
@@ -42,10 +41,7 @@ CALENDAR_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "calendar"
 
 
 @dataclass
-class Federation:
-    base_url: str
-    ctx: AuthServerContext
-    settings: Settings
+class Federation(LiveAS):
     op: UpstreamOIDC
     calendar_resource: str
     upstream_token_responses: list[dict] = field(default_factory=list)
@@ -55,25 +51,10 @@ class Federation:
     def callback_prefix(self) -> str:
         return f"{self.base_url}/login/upstream/google/callback"
 
-    def register_client(self, **metadata) -> dict:
-        body = {"client_name": "Calendar assistant", "redirect_uris": ["http://127.0.0.1:9/callback"], "token_endpoint_auth_method": "none"}
-        body.update(metadata)
-        response = httpx2.post(f"{self.base_url}/register", json=body)
-        assert response.status_code == 201, response.text
-        return response.json()
-
-    def register_resource_server(self, resource: str) -> tuple[str, str]:
-        """What ``gatehouse clients add --resource-server RESOURCE`` stores: id and secret."""
-        metadata = validate_metadata({"client_name": "Calendar MCP server", "grant_types": ["client_credentials"]})
-        metadata.update(grant_types=[], response_types=[])
-        with self.ctx.unit_of_work() as session:
-            client, secret, _ = store_client(session, KIND_STATIC, metadata, with_secret=True, resource_server_for=resource)
-        return client.client_id, secret
-
     def sign_in(self, username: str = "alice", resource: str | None = None) -> dict:
         """A person signs in with Google for a new public MCP client; returns the client's token
         response, and the client's ``client_id`` with it."""
-        client = self.register_client()
+        client = self.register()
         redirect_uri = client["redirect_uris"][0]
         verifier, challenge = pkce_pair()
         browser = Browser(self.base_url)

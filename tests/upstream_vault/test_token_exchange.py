@@ -63,7 +63,7 @@ def test_UP3_only_the_resource_server_of_the_tokens_own_resource_gets_it(federat
     other_token = federation.sign_in("alice", resource=OTHER_RESOURCE)["access_token"]
     calendar_rs = federation.register_resource_server(federation.calendar_resource)
     other_rs = federation.register_resource_server(OTHER_RESOURCE)
-    machine = federation.register_client(grant_types=["client_credentials"], token_endpoint_auth_method="client_secret_basic",
+    machine = federation.register(grant_types=["client_credentials"], token_endpoint_auth_method="client_secret_basic",
                                          redirect_uris=None)
     answers = {
         "rs for another resource": token_exchange(federation, other_rs, calendar_token),
@@ -95,7 +95,7 @@ def test_UP3_only_the_resource_server_of_the_tokens_own_resource_gets_it(federat
 def test_subject_tokens_that_are_not_a_live_users_token_are_refused(federation):
     tokens = federation.sign_in("alice")
     rs = federation.register_resource_server(federation.calendar_resource)
-    machine = federation.register_client(grant_types=["client_credentials"], token_endpoint_auth_method="client_secret_basic",
+    machine = federation.register(grant_types=["client_credentials"], token_endpoint_auth_method="client_secret_basic",
                                          redirect_uris=None)
     machine_token = httpx2.post(f"{federation.base_url}/token", auth=(machine["client_id"], machine["client_secret"]),
                                 data={"grant_type": "client_credentials", "resource": federation.calendar_resource}).json()
@@ -148,7 +148,7 @@ def test_malformed_exchange_requests_say_what_is_wrong(federation):
 def test_a_user_who_never_signed_in_with_google_is_not_linked(federation):
     with federation.ctx.unit_of_work() as session:
         create_user(session, "carol", "carol's long password")
-    client = federation.register_client()
+    client = federation.register()
     verifier, challenge = pkce_pair()
     browser = Browser(federation.base_url)
     try:
