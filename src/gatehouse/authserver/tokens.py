@@ -164,7 +164,6 @@ class TokenIssuer:
                     "created_at": now,
                     "expires_at": now + timedelta(seconds=self.refresh_token_ttl),
                     "replaces_id": replaces,
-                    "delivered_at": None,
                 },
             )
             token["refresh_token"] = refresh
