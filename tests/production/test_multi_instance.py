@@ -97,6 +97,16 @@ def browsers_for(urls: list[str]) -> list[Browser]:
     return browsers
 
 
+def code_across(urls: list[str], client_id: str) -> tuple[str, str]:
+    """:func:`sign_in_across` with one person's browsers on ``urls``, taking turns."""
+    browsers = browsers_for(urls)
+    try:
+        return sign_in_across(cycle(browsers), client_id)
+    finally:
+        for browser in browsers:
+            browser.close()
+
+
 def redeem(base_url: str, client_id: str, code: str, verifier: str) -> httpx2.Response:
     return httpx2.post(f"{base_url}/token", data={"grant_type": "authorization_code", "code": code, "client_id": client_id,
                                                   "redirect_uri": REDIRECT, "code_verifier": verifier}, timeout=30)
@@ -135,12 +145,7 @@ def two_instances(tmp_path, postgres_url, secret_key, start_gatehouse):
 def test_a_flow_started_on_one_instance_finishes_on_the_other(two_instances):
     a, b = two_instances
     client_id = register_public_client(a.url)
-    browsers = browsers_for([a.url, b.url])
-    try:
-        code, verifier = sign_in_across(cycle(browsers), client_id)
-    finally:
-        for browser in browsers:
-            browser.close()
+    code, verifier = code_across([a.url, b.url], client_id)
     tokens = redeem(b.url, client_id, code, verifier)
     assert tokens.status_code == 200, tokens.text
     assert redeem(a.url, client_id, code, verifier).json()["error"] == "invalid_grant", "a code is single-use on every instance (AS-11)"
@@ -150,11 +155,7 @@ def test_refresh_rotation_and_reuse_detection_span_instances(two_instances):
     """AS-13: A issues, B rotates; the rotated-out token replayed on A revokes the grant for both."""
     a, b = two_instances
     client_id = register_public_client(b.url)
-    browsers = browsers_for([a.url])
-    try:
-        code, verifier = sign_in_across(cycle(browsers), client_id)
-    finally:
-        browsers[0].close()
+    code, verifier = code_across([a.url], client_id)
     issued_by_a = redeem(a.url, client_id, code, verifier).json()
     rotated_by_b = refresh(b.url, client_id, issued_by_a["refresh_token"])
     assert rotated_by_b.status_code == 200, rotated_by_b.text
@@ -217,12 +218,7 @@ def test_instances_starting_together_on_one_sqlite_data_dir_share_secret_key_and
     assert published_kids(a.url) == published_kids(b.url) and len(published_kids(a.url)) == 1
     add_user(None, data_dir, USERNAME, PASSWORD)
     client_id = register_public_client(b.url)
-    browsers = browsers_for([b.url, a.url])
-    try:
-        code, verifier = sign_in_across(cycle(browsers), client_id)
-    finally:
-        for browser in browsers:
-            browser.close()
+    code, verifier = code_across([b.url, a.url], client_id)
     assert redeem(a.url, client_id, code, verifier).status_code == 200
 
 
