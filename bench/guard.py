@@ -24,6 +24,10 @@ different token on every request (the cost of a cache miss). Servers (``--only``
 * ``gateway``          the unguarded SDK server (``sdk``'s app) as the upstream, on its own port,
                        behind ``gatehouse gateway`` (a second process, the CLI as shipped): both
                        processes share the server core and both count as server CPU
+* ``nginx``            the same upstream behind nginx as a plain reverse proxy (no token check,
+                       ``Authorization`` stripped, kept-alive upstream connections, one process),
+                       placed like the gateway: what any proxy process in C costs on that core,
+                       the floor for the gateway's row (skipped when ``nginx`` is not installed)
 
 Tokens are ES256 JWTs (``typ: at+jwt``, ``iss``, ``aud`` = the server's ``/mcp`` URL, ``scope``
 ``notes:read``, an hour to live, ``kid``) signed by a key this process makes; the public key is
@@ -40,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -87,6 +92,7 @@ EXPECT = ECHO_TEXT.encode()
 TARGET = 0.95  # gatehouse.guard should keep this share of the unguarded throughput
 GATEWAY_P50_TARGET_MS = 1.0  # the gateway should add at most this to the unguarded p50
 GATEWAY_POLICY = f'[tools]\necho = ["{SCOPE}"]\n'
+NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
 
 
 @dataclass
@@ -101,7 +107,8 @@ class Server:
         False  # send the bearer token although the server does not check it
     )
     skip_note: str = ""
-    gateway: bool = False  # ``app`` runs as the upstream of a ``gatehouse gateway`` process
+    gateway: bool = False  # ``app`` runs as the upstream of a proxy process (``proxy``)
+    proxy: str = "gatehouse"  # gatehouse (``gatehouse gateway``) | nginx (a plain reverse proxy)
 
 
 SERVERS = [
@@ -115,6 +122,9 @@ SERVERS = [
     Server("fastmcp", "FastMCP, unguarded", "apps.guard_fastmcp:plain", "fastmcp", authenticated=False),
     Server("fastmcp-jwt", "FastMCP + JWTVerifier", "apps.guard_fastmcp:jwt", "fastmcp"),
     Server("gateway", "SDK behind the gatehouse gateway", "apps.guard_sdk:unguarded", "sdk", gateway=True),
+    Server("nginx", "SDK behind nginx, no auth (a proxy's floor)", "apps.guard_sdk:unguarded" if NGINX else None,
+           "sdk", authenticated=False, sends_token=True, gateway=True, proxy="nginx",
+           skip_note="nginx is not installed (Debian: apt-get install nginx-light)"),
 ]  # fmt: skip
 
 
@@ -343,6 +353,30 @@ def _gateway_argv(upstream: str, resource: str, port: int, jwks_uri: str, policy
     ]  # fmt: skip
 
 
+def _nginx_argv(upstream_port: int, port: int, work: Path) -> list[str]:
+    """nginx in one process (no master), proxying to the upstream over kept-alive HTTP/1.1
+    connections, unbuffered, with the client's ``Authorization`` stripped as the gateway does."""
+    assert NGINX is not None
+    prefix = work / f"nginx-{port}"
+    prefix.mkdir(exist_ok=True)
+    temp_paths = [f"{kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    config = prefix / "nginx.conf"
+    config.write_text(
+        "\n".join([
+            "daemon off;", "master_process off;", "worker_processes 1;",
+            f"pid {prefix / 'nginx.pid'};", "error_log stderr warn;",
+            "events { worker_connections 1024; }",
+            "http {", "access_log off;", *temp_paths,
+            f"upstream mcp {{ server 127.0.0.1:{upstream_port}; keepalive 32; }}",
+            f"server {{ listen 127.0.0.1:{port}; location / {{",
+            "  proxy_pass http://mcp; proxy_http_version 1.1; proxy_buffering off;",
+            '  proxy_set_header Connection ""; proxy_set_header Authorization "";',
+            "} }", "}", "",
+        ])
+    )  # fmt: skip
+    return [NGINX, "-p", str(prefix), "-e", "stderr", "-c", str(config)]
+
+
 @contextlib.asynccontextmanager
 async def launch(
     spec: Server, ctx: dict[str, Any], server_cpu: int | None, gateway_cpu: int | None = None
@@ -375,11 +409,14 @@ async def launch(
         "upstream", _uvicorn(spec.app, upstream_port), upstream_port,
         work / f"{spec.key}-upstream-{upstream_port}.log", env=env, cpu=server_cpu,
     )  # fmt: skip
-    policy = work / "gateway-policy.toml"
-    policy.write_text(GATEWAY_POLICY)
-    argv = _gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy)
+    if spec.proxy == "nginx":
+        argv = _nginx_argv(upstream_port, port, work)
+    else:
+        policy = work / "gateway-policy.toml"
+        policy.write_text(GATEWAY_POLICY)
+        argv = _gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy)
     gateway = ServerProcess(
-        "gateway", argv, port, work / f"{spec.key}-{port}.log", env=env,
+        spec.proxy if spec.proxy != "gatehouse" else "gateway", argv, port, work / f"{spec.key}-{port}.log", env=env,
         cpu=server_cpu if gateway_cpu is None else gateway_cpu,
     )  # fmt: skip
     async with running(upstream, "/mcp"), running(gateway, "/mcp"):  # the gateway answers 401 when up
@@ -826,6 +863,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(
             f"unknown server(s) {', '.join(sorted(unknown))}; choose from {', '.join(keys)}"
+        )
+    if not args.no_chart and importlib.util.find_spec("matplotlib") is None:
+        parser.error(
+            "matplotlib, which draws the chart, is not installed: run `make bench` (or "
+            "`pip install -e '.[bench]'`), or pass --no-chart"
         )
     return args
 
