@@ -5,10 +5,14 @@ Usage (from the project root)::
     .venv/bin/python bench/guard.py                 # every server, 10 s each
     .venv/bin/python bench/guard.py --quick         # smoke run, 2 s each
     .venv/bin/python bench/guard.py --only sdk,gatehouse --rounds 3
+    .venv/bin/python bench/guard.py --interleave 0  # one server after the other
 
 Every server is its own subprocess (uvicorn, one worker) pinned to the server core (default 0);
 this process, the load generator, pins itself to the client core (default 1), as in
-``authserver.py``. Each client sends the same stateless JSON-RPC ``tools/call`` of the tool
+``authserver.py``. All servers are started together and take turns of ``--interleave`` seconds
+(2; each after 0.25 s of unmeasured load) until each has had ``--duration``: the speed of a shared
+cloud machine drifts by tens of percent within minutes, and taking turns spreads the drift over
+every server instead of charging it to whichever ran at the time. Each client sends the same stateless JSON-RPC ``tools/call`` of the tool
 ``echo`` over a keep-alive connection, with the same bearer token every time (a long-lived
 session: verifier caches work as in real life), except ``gatehouse-fresh``, which presents a
 different token on every request (the cost of a cache miss). Servers (``--only``):
@@ -46,15 +50,17 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from authserver import _log, cpu_warnings, environment, pin_cores
 from httpclient import HttpConnection, Response, build_request
-from loadgen import LoadResult, OpError, StaticWorker, Worker, run_load
+from loadgen import LoadResult, OpError, StaticWorker, Worker, combined, run_load
 from servers import (
     ServerError,
     ServerProcess,
@@ -91,6 +97,8 @@ CALL = json.dumps(
 EXPECT = ECHO_TEXT.encode()
 TARGET = 0.95  # gatehouse.guard should keep this share of the unguarded throughput
 GATEWAY_P50_TARGET_MS = 1.0  # the gateway should add at most this to the unguarded p50
+POOL_HINT = 4000.0  # requests/s to mint fresh tokens for when no run has shown the rate yet
+SLICE_WARMUP = 0.25  # seconds of load before each measured slice of --interleave
 GATEWAY_POLICY = f'[tools]\necho = ["{SCOPE}"]\n'
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
 
@@ -135,6 +143,7 @@ class Row:
     status: str = "ok"  # ok | skipped | failed
     note: str = ""
     rounds: list[float] = field(default_factory=list)  # requests/s of every round
+    round_results: list[LoadResult | None] = field(default_factory=list)  # every round's, in order
     cpu_split: dict[str, float] = field(default_factory=dict)  # share of the core per process
 
     def as_json(self, rows: dict[str, Row]) -> dict[str, Any]:
@@ -176,28 +185,47 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def ratio(row: Row, rows: dict[str, Row], per_cpu: bool = False) -> float | None:
-    """Throughput relative to the row's unguarded baseline in the same run."""
+def _paired(row: Row, rows: dict[str, Row], compare: Callable[[LoadResult, LoadResult], float | None]) -> float | None:
+    """``compare(row's result, its baseline's result)``. Over several rounds, the median of each
+    round's own comparison: servers measured in the same minutes are compared with each other,
+    so a drift in the machine's speed between rounds does not enter the figure."""
     base = rows.get(row.server.baseline)
     if row.result is None or base is None or base.result is None:
         return None
-    if per_cpu:
-        mine, theirs = (
-            row.result.ops_per_server_cpu_second,
-            base.result.ops_per_server_cpu_second,
-        )
-    else:
-        mine, theirs = row.result.requests_per_s, base.result.requests_per_s
-    return mine / theirs if mine and theirs else None
+    if len(row.round_results) > 1 and len(row.round_results) == len(base.round_results):
+        pairs = [
+            compare(mine, theirs)
+            for mine, theirs in zip(row.round_results, base.round_results)
+            if mine is not None and theirs is not None
+        ]
+        values = [value for value in pairs if value is not None]
+        return statistics.median(values) if values else None
+    return compare(row.result, base.result)
+
+
+def ratio(row: Row, rows: dict[str, Row], per_cpu: bool = False) -> float | None:
+    """Throughput relative to the row's unguarded baseline in the same run."""
+
+    def compare(mine: LoadResult, theirs: LoadResult) -> float | None:
+        if per_cpu:
+            a, b = mine.ops_per_server_cpu_second, theirs.ops_per_server_cpu_second
+        else:
+            a, b = mine.requests_per_s, theirs.requests_per_s
+        return a / b if a and b else None
+
+    return _paired(row, rows, compare)
 
 
 def added_p50_ms(row: Row, rows: dict[str, Row]) -> float | None:
     """The row's p50 minus its unguarded baseline's p50 (same run), in ms."""
-    base = rows.get(row.server.baseline)
-    if row is base or row.result is None or base is None or base.result is None:
+    if rows.get(row.server.baseline) is row:
         return None
-    mine, theirs = row.result.percentile_ms(50), base.result.percentile_ms(50)
-    return None if mine is None or theirs is None else mine - theirs
+
+    def compare(mine: LoadResult, theirs: LoadResult) -> float | None:
+        a, b = mine.percentile_ms(50), theirs.percentile_ms(50)
+        return None if a is None or b is None else a - b
+
+    return _paired(row, rows, compare)
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,87 +469,148 @@ def _cpu_snapshot(processes: list[ServerProcess]) -> dict[str, float]:
     return {p.name: process_cpu_seconds(p.pid) or 0.0 for p in processes}
 
 
-async def run_server(
+@dataclass
+class Prepared:
+    """A started server with its clients connected, ready for measured windows."""
+
+    spec: Server
+    server: Launched
+    workers: list[Worker]
+    tracker: ProcessesTracker
+    pool: _Pool | None
+    results: list[LoadResult] = field(default_factory=list)
+    cpu_used: dict[str, float] = field(default_factory=dict)  # seconds per process, all windows
+
+    async def measure(self, duration: float, warmup: float, timeout: float) -> None:
+        """One window: ``warmup`` seconds of load, then ``duration`` seconds measured."""
+        before = _cpu_snapshot(self.server.processes)
+        result = await run_load(self.workers, duration, warmup, self.tracker, timeout, close_workers=False)
+        after = _cpu_snapshot(self.server.processes)
+        self.results.append(result)
+        for name in after:
+            self.cpu_used[name] = self.cpu_used.get(name, 0.0) + after[name] - before[name]
+
+    def forget_warmup(self) -> None:
+        self.results.clear()
+        self.cpu_used.clear()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+
+    def row(self, server_cpu: int | None, client_cpu: int) -> Row:
+        result = combined(self.results)
+        notes = cpu_warnings(result, server_cpu, client_cpu)
+        split: dict[str, float] = {}
+        total = sum(self.cpu_used.values())
+        if len(self.server.processes) > 1 and result.server_cpu and total > 0:
+            split = {name: result.server_cpu * seconds / total for name, seconds in self.cpu_used.items()}
+            notes.append("server cpu = " + " + ".join(f"{name} {share:.0%}" for name, share in split.items()))
+        if self.pool is not None and self.pool.wrapped:
+            notes.append(f"token pool reused {self.pool.wrapped} time(s): some calls were cache hits")
+        if result.errors or result.warmup_errors:
+            notes.append("server log ends with:\n" + self.server.log_tail(8))
+        return Row(self.spec, result, note="; ".join(notes), cpu_split=split)
+
+
+async def prepare(
     spec: Server,
     args: argparse.Namespace,
     ctx: dict[str, Any],
     server_cpu: int | None,
+    loaded_seconds: float,
     pool_hint: float,
-) -> Row:
+    stack: contextlib.AsyncExitStack,
+) -> Prepared | Row:
+    """Start the server (stopped when ``stack`` closes), check that it answers as it should,
+    and connect the clients; a :class:`Row` that says why if it does not. ``loaded_seconds``
+    and ``pool_hint`` (requests/s) size the pool of fresh tokens."""
     mint: TokenMint = ctx["mint"]
     gateway_cpu = args.gateway_cpu if server_cpu is not None else None
-    async with launch(spec, ctx, server_cpu, gateway_cpu) as server:
-        for process in server.processes:
-            _log(
-                f"{spec.label}: {process.name + ' ' if len(server.processes) > 1 else ''}pid {process.pid} "
-                f"on cpus {sorted(process.affinity() or [])}, {process.base_url}"
-            )
-        port, resource = server.port, server.resource
-        host = f"127.0.0.1:{port}"
-        token = mint.token(resource) if spec.authenticated or spec.sends_token else None
-        probe = HttpConnection("127.0.0.1", port)
-        try:
-            if spec.authenticated:  # the guard must refuse a call without a token
-                refused = await probe.send(call_request(host, None))
-                if refused.status != 401:
-                    return Row(
-                        spec,
-                        status="failed",
-                        note=f"no token: HTTP {refused.status}, expected 401",
-                    )
-            first = await probe.send(call_request(host, token))
-        finally:
-            probe.close()
-        if first.status != 200 or EXPECT not in first.body:
-            body = first.body[:300].decode("utf-8", "replace")
-            return Row(
-                spec,
-                status="failed",
-                note=f"first call: HTTP {first.status}: {body}\n{server.log_tail(12)}",
-            )
-        workers: list[Worker] = []
-        pool = None
-        if spec.fresh_tokens:
-            count = int(pool_hint * (args.warmup + args.duration) * 1.3) + 2000
-            started = time.perf_counter()
-            pool = _Pool(
-                [call_request(host, mint.token(resource)) for _ in range(count)]
-            )
-            _log(f"  minted {count:,} tokens in {time.perf_counter() - started:.1f} s")
-            for _ in range(args.concurrency):
-                workers.append(
-                    FreshTokenWorker(HttpConnection("127.0.0.1", port), pool)
-                )
-        else:
-            raw = call_request(host, token)
-            for _ in range(args.concurrency):
-                workers.append(
-                    StaticWorker(HttpConnection("127.0.0.1", port), raw, 200, EXPECT)
-                )
-        tracker = ProcessesTracker([p.pid for p in server.processes], server_cpu)
-        before = _cpu_snapshot(server.processes)
-        result = await run_load(
-            workers, args.duration, args.warmup, tracker, args.timeout
+    server = await stack.enter_async_context(launch(spec, ctx, server_cpu, gateway_cpu))
+    for process in server.processes:
+        _log(
+            f"{spec.label}: {process.name + ' ' if len(server.processes) > 1 else ''}pid {process.pid} "
+            f"on cpus {sorted(process.affinity() or [])}, {process.base_url}"
         )
-        after = _cpu_snapshot(server.processes)
-        notes = cpu_warnings(result, server_cpu, args.client_cpu)
-        split: dict[str, float] = {}
-        if len(server.processes) > 1 and result.server_cpu:
-            used = {name: after[name] - before[name] for name in after}  # warm-up included
-            total = sum(used.values())
-            if total > 0:
-                split = {name: result.server_cpu * seconds / total for name, seconds in used.items()}
-                notes.append(
-                    "server cpu = "
-                    + " + ".join(f"{name} {share:.0%}" for name, share in split.items())
-                )
-        if pool is not None and pool.wrapped:
-            notes.append(
-                f"token pool reused {pool.wrapped} time(s): some calls were cache hits"
-            )
-        if result.errors or result.warmup_errors:
-            notes.append("server log ends with:\n" + server.log_tail(8))
-        return Row(spec, result, note="; ".join(notes), cpu_split=split)
+    port, resource = server.port, server.resource
+    host = f"127.0.0.1:{port}"
+    token = mint.token(resource) if spec.authenticated or spec.sends_token else None
+    probe = HttpConnection("127.0.0.1", port)
+    try:
+        if spec.authenticated:  # the guard must refuse a call without a token
+            refused = await probe.send(call_request(host, None))
+            if refused.status != 401:
+                return Row(spec, status="failed", note=f"no token: HTTP {refused.status}, expected 401")
+        first = await probe.send(call_request(host, token))
+    finally:
+        probe.close()
+    if first.status != 200 or EXPECT not in first.body:
+        body = first.body[:300].decode("utf-8", "replace")
+        return Row(spec, status="failed", note=f"first call: HTTP {first.status}: {body}\n{server.log_tail(12)}")
+    pool = None
+    if spec.fresh_tokens:
+        count = int(pool_hint * loaded_seconds * 1.3) + 2000
+        started = time.perf_counter()
+        pool = _Pool([call_request(host, mint.token(resource)) for _ in range(count)])
+        _log(f"  minted {count:,} tokens in {time.perf_counter() - started:.1f} s")
+        workers: list[Worker] = [
+            FreshTokenWorker(HttpConnection("127.0.0.1", port), pool) for _ in range(args.concurrency)
+        ]
+    else:
+        raw = call_request(host, token)
+        workers = [StaticWorker(HttpConnection("127.0.0.1", port), raw, 200, EXPECT) for _ in range(args.concurrency)]
+    tracker = ProcessesTracker([p.pid for p in server.processes], server_cpu)
+    prepared = Prepared(spec, server, workers, tracker, pool)
+    stack.callback(prepared.close)
+    return prepared
+
+
+async def run_server(
+    spec: Server, args: argparse.Namespace, ctx: dict[str, Any], server_cpu: int | None, pool_hint: float
+) -> Row:
+    """Start one server, measure it in one window, stop it."""
+    async with contextlib.AsyncExitStack() as stack:
+        prepared = await prepare(spec, args, ctx, server_cpu, args.warmup + args.duration, pool_hint, stack)
+        if isinstance(prepared, Row):
+            return prepared
+        await prepared.measure(args.duration, args.warmup, args.timeout)
+        return prepared.row(server_cpu, args.client_cpu)
+
+
+async def run_interleaved(
+    specs: list[Server], args: argparse.Namespace, ctx: dict[str, Any], server_cpu: int | None
+) -> list[Row]:
+    """Start every server at once, then measure them in turns of ``args.interleave`` seconds
+    until each has had ``args.duration``: a change in the machine's speed during the run (other
+    tenants of the host) then reaches every server alike, not whichever ran at the time."""
+    slices = max(1, math.ceil(args.duration / args.interleave))
+    slice_seconds = args.duration / slices
+    slice_warmup = min(SLICE_WARMUP, slice_seconds / 4)
+    loaded_seconds = args.warmup + args.duration + slices * slice_warmup
+    rows: dict[str, Row] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        ready: list[Prepared] = []
+        for spec in specs:
+            try:
+                prepared = await prepare(spec, args, ctx, server_cpu, loaded_seconds, POOL_HINT, stack)
+            except (ServerError, OSError, TimeoutError) as exc:
+                prepared = Row(spec, status="failed", note=str(exc))
+            if isinstance(prepared, Row):
+                rows[spec.key] = prepared
+                continue
+            await prepared.measure(0.0, args.warmup, args.timeout)
+            prepared.forget_warmup()
+            ready.append(prepared)
+        _log(f"{len(ready)} servers up: {slices} turns of {slice_seconds:g} s each, each after {slice_warmup:g} s of load")
+        for turn in range(slices):
+            shift = turn % len(ready) if ready else 0
+            for prepared in ready[shift:] + ready[:shift]:
+                await prepared.measure(slice_seconds, slice_warmup, args.timeout)
+        for prepared in ready:
+            rows[prepared.spec.key] = prepared.row(server_cpu, args.client_cpu)
+            _log(f"  {prepared.spec.label}: " + _progress(rows[prepared.spec.key]))
+    return [rows[spec.key] for spec in specs]
 
 
 async def run_all(
@@ -561,6 +650,11 @@ async def run_all(
             for round_no in range(args.rounds):
                 if args.rounds > 1:
                     _log(f"round {round_no + 1} of {args.rounds}")
+                if args.interleave:
+                    for row in await run_interleaved(measured, args, ctx, server_cpu):
+                        results.setdefault(row.server.key, []).append(row)
+                        rows[row.server.key] = _median(results[row.server.key])
+                    continue
                 # Each round starts one server later, so no server always runs first or last.
                 shift = round_no % len(measured) if measured else 0
                 for spec in measured[shift:] + measured[:shift]:
@@ -575,13 +669,13 @@ async def run_all(
 
 
 def _pool_hint(results: dict[str, list[Row]]) -> float:
-    """Requests/s to size the fresh-token pool for: the cached guard's best so far, else 4,000."""
+    """Requests/s to size the fresh-token pool for: the cached guard's best so far, else POOL_HINT."""
     rates = [
         r.result.requests_per_s
         for r in results.get("gatehouse", [])
         if r.result is not None
     ]
-    return max(rates) if rates else 4000.0
+    return max(rates) if rates else POOL_HINT
 
 
 def _median(rows: list[Row]) -> Row:
@@ -592,6 +686,7 @@ def _median(rows: list[Row]) -> Row:
     done.sort(key=lambda r: r.result.requests_per_s)
     chosen = done[(len(done) - 1) // 2]
     chosen.rounds = [r.result.requests_per_s for r in rows if r.result is not None]
+    chosen.round_results = [r.result for r in rows]
     return chosen
 
 
@@ -745,13 +840,14 @@ def draw_chart(rows: dict[str, Row], path: Path, subtitle: str) -> None:
             continue
         r = ratio(row, rows)
         text = f"{row.result.requests_per_s:,.0f}/s"
-        if r is not None and row.server.authenticated:
+        compared = rows.get(row.server.baseline) is not row
+        if r is not None and compared:
             base = rows[row.server.baseline].server.label.split(",")[0]
             text += f"\n{r:.2f}× {base}"
         added = added_p50_ms(row, rows)
-        if added is not None and row.server.authenticated:
+        if added is not None and compared:
             text += f"\np50 {added:+.2f} ms"
-            if row.server.gateway:
+            if row.server.key == "gateway":
                 text += f"\n(target ≤ {GATEWAY_P50_TARGET_MS:g} ms)"
         ax.text(
             x, bar.get_height() + top * 0.01, text, ha="center", va="bottom", fontsize=8
@@ -761,10 +857,10 @@ def draw_chart(rows: dict[str, Row], path: Path, subtitle: str) -> None:
         target = TARGET * base.result.requests_per_s
         ax.axhline(target, color="#2e7d32", linestyle="--", linewidth=0.8)
         ax.text(
-            len(shown) - 0.5,
+            -0.5,
             target,
             f"target for gatehouse.guard: {TARGET:.2f}× SDK",
-            ha="right",
+            ha="left",
             va="bottom",
             fontsize=7,
             color="#2e7d32",
@@ -808,6 +904,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="run every server N times, each round in a rotated order; report the median (1)",
+    )
+    parser.add_argument(
+        "--interleave",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="start every server at once and measure them in turns of SECONDS until each has had "
+        "--duration (2); 0 measures one server after the other",
     )
     parser.add_argument(
         "--concurrency", "-c", type=int, default=16, help="concurrent clients (16)"
@@ -877,6 +981,7 @@ def main(argv: list[str] | None = None) -> int:
     server_cpu, pin_warning = pin_cores(args)
     env = environment(args, server_cpu)
     env["rounds"] = args.rounds
+    env["interleave_seconds"] = args.interleave
     env["loadavg_before"] = os.getloadavg()
     if pin_warning:
         _log(f"warning: {pin_warning}")
@@ -896,6 +1001,8 @@ def main(argv: list[str] | None = None) -> int:
         "\nratio = requests/s over the unguarded server of the same framework (SDK or FastMCP), same run;"
         "\n+p50 ms = p50 latency minus that unguarded server's p50 (gateway target: at most"
         f" {GATEWAY_P50_TARGET_MS:g} ms);"
+        "\nwith several rounds, ratio and +p50 are the median of each round's own figure, and req/s,"
+        "\np50 and p99 those of the round with the median req/s;"
         "\nsrv cpu = the server's share of its core (for the gateway: gateway and upstream processes"
         "\ntogether); req/cpu-s = requests per second of server CPU, and ratio/cpu the same ratio on it"
         "\n(robust when other processes share the core); gen cpu = the load generator's share of its"

@@ -37,6 +37,7 @@ __all__ = [
     "ServerProbe",
     "StaticWorker",
     "Worker",
+    "combined",
     "run_load",
 ]
 
@@ -307,12 +308,14 @@ async def run_load(
     warmup: float,
     server: ServerProbe | None = None,
     op_timeout: float = DEFAULT_OP_TIMEOUT,
+    close_workers: bool = True,
 ) -> LoadResult:
     """Drive ``workers`` for ``warmup`` + ``duration`` seconds; measure the last ``duration``.
 
     ``server`` is refreshed every 0.1 s during the run (pinning processes the server starts
     under load) and gives the server's CPU time. An operation still unanswered after
-    ``op_timeout`` seconds counts as an error and its connection is dropped.
+    ``op_timeout`` seconds counts as an error and its connection is dropped. With
+    ``close_workers=False`` the workers keep their connections for another window.
     """
     window = _Window(op_timeout)
     tasks = [asyncio.create_task(_drive(worker, window)) for worker in workers]
@@ -331,9 +334,37 @@ async def run_load(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for worker in workers:
-            worker.close()
+        if close_workers:
+            for worker in workers:
+                worker.close()
     return _result(window, start, end)
+
+
+def combined(results: list[LoadResult]) -> LoadResult:
+    """Several measured windows of the same workload as one: counts and latencies pooled,
+    CPU shares weighted by each window's length."""
+    wall = sum(r.duration for r in results)
+
+    def weighted(values: list[tuple[float | None, float]]) -> float | None:
+        if not values or any(v is None for v, _ in values) or not wall:
+            return None
+        return sum(v * d for v, d in values) / wall
+
+    cores = {core for r in results for core in r.core_busy}
+    return LoadResult(
+        duration=wall,
+        ops=sum(r.ops for r in results),
+        requests=sum(r.requests for r in results),
+        errors=sum(r.errors for r in results),
+        latencies=[latency for r in results for latency in r.latencies],
+        error_kinds=sum((r.error_kinds for r in results), Counter()),
+        warmup_errors=sum(r.warmup_errors for r in results),
+        warmup_error_kinds=sum((r.warmup_error_kinds for r in results), Counter()),
+        generator_cpu=weighted([(r.generator_cpu, r.duration) for r in results]) or 0.0,
+        server_cpu=weighted([(r.server_cpu, r.duration) for r in results]),
+        database_cpu=weighted([(r.database_cpu, r.duration) for r in results]),
+        core_busy={core: weighted([(r.core_busy.get(core, 0.0), r.duration) for r in results]) or 0.0 for core in cores},
+    )
 
 
 async def _finish(tasks: list[asyncio.Task[None]], grace: float) -> None:
