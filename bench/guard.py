@@ -12,10 +12,12 @@ this process, the load generator, pins itself to the client core (default 1), as
 ``authserver.py``. All servers are started together and take turns of ``--interleave`` seconds
 (2; each after 0.25 s of unmeasured load) until each has had ``--duration``: the speed of a shared
 cloud machine drifts by tens of percent within minutes, and taking turns spreads the drift over
-every server instead of charging it to whichever ran at the time. Each client sends the same stateless JSON-RPC ``tools/call`` of the tool
-``echo`` over a keep-alive connection, with the same bearer token every time (a long-lived
-session: verifier caches work as in real life), except ``gatehouse-fresh``, which presents a
-different token on every request (the cost of a cache miss). Servers (``--only``):
+every server instead of charging it to whichever ran at the time.
+
+Each client sends the same stateless JSON-RPC ``tools/call`` of the tool ``echo`` over a
+keep-alive connection, with the same bearer token every time (a long-lived session: verifier
+caches work as in real life), except ``gatehouse-fresh``, which presents a different token on
+every request (the cost of a cache miss). Servers (``--only``):
 
 * ``sdk``              the official SDK's ``MCPServer``, no auth: the baseline
 * ``sdk-token``        the same bare server, sent the same Authorization header anyway:
@@ -100,7 +102,7 @@ GATEWAY_P50_TARGET_MS = 1.0  # the gateway should add at most this to the unguar
 POOL_HINT = 4000.0  # requests/s to mint fresh tokens for when no run has shown the rate yet
 SLICE_WARMUP = 0.25  # seconds of load before each measured slice of --interleave
 GATEWAY_POLICY = f'[tools]\necho = ["{SCOPE}"]\n'
-NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")  # sbin: not on every user's PATH
 
 
 @dataclass
@@ -115,8 +117,7 @@ class Server:
         False  # send the bearer token although the server does not check it
     )
     skip_note: str = ""
-    gateway: bool = False  # ``app`` runs as the upstream of a proxy process (``proxy``)
-    proxy: str = "gatehouse"  # gatehouse (``gatehouse gateway``) | nginx (a plain reverse proxy)
+    proxy: str | None = None  # "gateway" or "nginx": ``app`` runs as the upstream of that process
 
 
 SERVERS = [
@@ -129,9 +130,9 @@ SERVERS = [
     Server("sdk-auth", "SDK + its bearer auth (joserfc ES256)", "apps.guard_sdk:sdk_auth", "sdk"),
     Server("fastmcp", "FastMCP, unguarded", "apps.guard_fastmcp:plain", "fastmcp", authenticated=False),
     Server("fastmcp-jwt", "FastMCP + JWTVerifier", "apps.guard_fastmcp:jwt", "fastmcp"),
-    Server("gateway", "SDK behind the gatehouse gateway", "apps.guard_sdk:unguarded", "sdk", gateway=True),
+    Server("gateway", "SDK behind the gatehouse gateway", "apps.guard_sdk:unguarded", "sdk", proxy="gateway"),
     Server("nginx", "SDK behind nginx, no auth (a proxy's floor)", "apps.guard_sdk:unguarded" if NGINX else None,
-           "sdk", authenticated=False, sends_token=True, gateway=True, proxy="nginx",
+           "sdk", authenticated=False, sends_token=True, proxy="nginx",
            skip_note="nginx is not installed (Debian: apt-get install nginx-light)"),
 ]  # fmt: skip
 
@@ -176,7 +177,7 @@ class Row:
             )
             if self.cpu_split:
                 data["server_cpu_by_process"] = {k: round(v, 3) for k, v in self.cpu_split.items()}
-            if self.server.gateway:
+            if self.server.proxy == "gateway":
                 data["p50_added_target_ms"] = GATEWAY_P50_TARGET_MS
         return data
 
@@ -423,7 +424,7 @@ async def launch(
         "FASTMCP_SHOW_SERVER_BANNER": "false",
     }
     work = Path(ctx["work"])
-    if not spec.gateway:
+    if spec.proxy is None:
         process = ServerProcess(
             spec.label, _uvicorn(spec.app, port), port, work / f"{spec.key}-{port}.log", env=env, cpu=server_cpu
         )
@@ -444,7 +445,7 @@ async def launch(
         policy.write_text(GATEWAY_POLICY)
         argv = _gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy)
     gateway = ServerProcess(
-        spec.proxy if spec.proxy != "gatehouse" else "gateway", argv, port, work / f"{spec.key}-{port}.log", env=env,
+        spec.proxy, argv, port, work / f"{spec.key}-{port}.log", env=env,
         cpu=server_cpu if gateway_cpu is None else gateway_cpu,
     )  # fmt: skip
     async with running(upstream, "/mcp"), running(gateway, "/mcp"):  # the gateway answers 401 when up
@@ -817,7 +818,7 @@ def draw_chart(rows: dict[str, Row], path: Path, subtitle: str) -> None:
             colors.append("#9e9e9e")
         elif row.server.key.startswith("gatehouse"):
             colors.append("#2e7d32")
-        elif row.server.gateway:
+        elif row.server.proxy == "gateway":
             colors.append("#66bb6a")
         else:
             colors.append("#1565c0")
