@@ -143,9 +143,13 @@ class Row:
     result: LoadResult | None = None
     status: str = "ok"  # ok | skipped | failed
     note: str = ""
-    rounds: list[float] = field(default_factory=list)  # requests/s of every round
     round_results: list[LoadResult | None] = field(default_factory=list)  # every round's, in order
     cpu_split: dict[str, float] = field(default_factory=dict)  # share of the core per process
+
+    @property
+    def rounds(self) -> list[float]:
+        """Requests/s of every round that was measured."""
+        return [r.requests_per_s for r in self.round_results if r is not None]
 
     def as_json(self, rows: dict[str, Row]) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -410,8 +414,8 @@ def _nginx_argv(upstream_port: int, port: int, work: Path) -> list[str]:
 async def launch(
     spec: Server, ctx: dict[str, Any], server_cpu: int | None, gateway_cpu: int | None = None
 ) -> AsyncIterator[Launched]:
-    """Start the server (for the gateway: the upstream, then the gateway in front), pinned to
-    the server core, the gateway to ``gateway_cpu`` when given; stop everything on exit."""
+    """Start the server (behind a proxy: the upstream, then the proxy in front), pinned to the
+    server core, the proxy to ``gateway_cpu`` when given; stop everything on exit."""
     assert spec.app is not None
     port = free_port()
     resource = f"http://127.0.0.1:{port}/mcp"
@@ -444,16 +448,16 @@ async def launch(
         policy = work / "gateway-policy.toml"
         policy.write_text(GATEWAY_POLICY)
         argv = _gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy)
-    gateway = ServerProcess(
+    proxy = ServerProcess(
         spec.proxy, argv, port, work / f"{spec.key}-{port}.log", env=env,
         cpu=server_cpu if gateway_cpu is None else gateway_cpu,
     )  # fmt: skip
-    async with running(upstream, "/mcp"), running(gateway, "/mcp"):  # the gateway answers 401 when up
-        yield Launched(port, resource, [gateway, upstream])
+    async with running(upstream, "/mcp"), running(proxy, "/mcp"):  # the gateway answers 401 when up
+        yield Launched(port, resource, [proxy, upstream])
 
 
 class ProcessesTracker(ServerTracker):
-    """The server's CPU summed over several processes: the gateway and its upstream."""
+    """The server's CPU summed over several processes: a proxy and its upstream."""
 
     def __init__(self, pids: list[int], cpu: int | None) -> None:
         super().__init__(pids[0], cpu)
@@ -580,7 +584,7 @@ async def run_server(
 
 
 async def run_interleaved(
-    specs: list[Server], args: argparse.Namespace, ctx: dict[str, Any], server_cpu: int | None
+    specs: list[Server], args: argparse.Namespace, ctx: dict[str, Any], server_cpu: int | None, pool_hint: float
 ) -> list[Row]:
     """Start every server at once, then measure them in turns of ``args.interleave`` seconds
     until each has had ``args.duration``: a change in the machine's speed during the run (other
@@ -594,7 +598,7 @@ async def run_interleaved(
         ready: list[Prepared] = []
         for spec in specs:
             try:
-                prepared = await prepare(spec, args, ctx, server_cpu, loaded_seconds, POOL_HINT, stack)
+                prepared = await prepare(spec, args, ctx, server_cpu, loaded_seconds, pool_hint, stack)
             except (ServerError, OSError, TimeoutError) as exc:
                 prepared = Row(spec, status="failed", note=str(exc))
             if isinstance(prepared, Row):
@@ -652,7 +656,7 @@ async def run_all(
                 if args.rounds > 1:
                     _log(f"round {round_no + 1} of {args.rounds}")
                 if args.interleave:
-                    for row in await run_interleaved(measured, args, ctx, server_cpu):
+                    for row in await run_interleaved(measured, args, ctx, server_cpu, _pool_hint(results)):
                         results.setdefault(row.server.key, []).append(row)
                         rows[row.server.key] = _median(results[row.server.key])
                     continue
@@ -686,7 +690,6 @@ def _median(rows: list[Row]) -> Row:
         return rows[-1]
     done.sort(key=lambda r: r.result.requests_per_s)
     chosen = done[(len(done) - 1) // 2]
-    chosen.rounds = [r.result.requests_per_s for r in rows if r.result is not None]
     chosen.round_results = [r.result for r in rows]
     return chosen
 
