@@ -151,6 +151,11 @@ class Row:
         """Requests/s of every round that was measured."""
         return [r.requests_per_s for r in self.round_results if r is not None]
 
+    @property
+    def round_p50s(self) -> list[float]:
+        """p50 latency (ms) of every round that was measured."""
+        return [p50 for r in self.round_results if r is not None and (p50 := r.percentile_ms(50)) is not None]
+
     def as_json(self, rows: dict[str, Row]) -> dict[str, Any]:
         data: dict[str, Any] = {
             "server": self.server.key,
@@ -166,6 +171,8 @@ class Row:
                 requests=r.requests,
                 requests_per_s=round(r.requests_per_s, 1),
                 rounds_requests_per_s=[round(x, 1) for x in self.rounds],
+                rounds_p50_ms=[round(x, 3) for x in self.round_p50s],
+                rounds_p50_added_ms=[round(x, 3) for x in added_p50_per_round_ms(self, rows)],
                 ratio=_round(ratio(self, rows)),
                 ratio_per_cpu=_round(ratio(self, rows, per_cpu=True)),
                 p50_ms=_round(r.percentile_ms(50)),
@@ -221,16 +228,26 @@ def ratio(row: Row, rows: dict[str, Row], per_cpu: bool = False) -> float | None
     return _paired(row, rows, compare)
 
 
+def _p50_difference(mine: LoadResult, theirs: LoadResult) -> float | None:
+    a, b = mine.percentile_ms(50), theirs.percentile_ms(50)
+    return None if a is None or b is None else a - b
+
+
 def added_p50_ms(row: Row, rows: dict[str, Row]) -> float | None:
     """The row's p50 minus its unguarded baseline's p50 (same run), in ms."""
     if rows.get(row.server.baseline) is row:
         return None
+    return _paired(row, rows, _p50_difference)
 
-    def compare(mine: LoadResult, theirs: LoadResult) -> float | None:
-        a, b = mine.percentile_ms(50), theirs.percentile_ms(50)
-        return None if a is None or b is None else a - b
 
-    return _paired(row, rows, compare)
+def added_p50_per_round_ms(row: Row, rows: dict[str, Row]) -> list[float]:
+    """Each round's own +p50 (the figures whose median :func:`added_p50_ms` reports)."""
+    base = rows.get(row.server.baseline)
+    if base is None or base is row or len(row.round_results) != len(base.round_results):
+        return []
+    pairs = zip(row.round_results, base.round_results)
+    differences = [_p50_difference(mine, theirs) for mine, theirs in pairs if mine is not None and theirs is not None]
+    return [d for d in differences if d is not None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -770,10 +787,14 @@ def render_table(rows: dict[str, Row]) -> str:
         if row.note:
             notes.append(f"  {row.server.label}: {row.note}")
         if len(row.rounds) > 1:
+            added = added_p50_per_round_ms(row, rows)
             notes.append(
                 f"  {row.server.label}: rounds "
                 + ", ".join(f"{x:,.0f}" for x in row.rounds)
-                + " req/s"
+                + " req/s, p50 "
+                + ", ".join(f"{x:.2f}" for x in row.round_p50s)
+                + " ms"
+                + ("; +p50 " + ", ".join(f"{x:+.2f}" for x in added) + " ms" if added else "")
             )
         if row.result is not None:
             for kind, count in row.result.error_kinds.most_common(3):
@@ -801,7 +822,15 @@ def gateway_verdict(rows: dict[str, Row]) -> str:
         f"p50 {_fmt(r.percentile_ms(50), '.2f')} ms, p99 {_fmt(r.percentile_ms(99), '.2f')} ms; "
         f"adds {added:+.2f} ms at p50 (target <= {GATEWAY_P50_TARGET_MS:g} ms: "
         f"{'met' if added <= GATEWAY_P50_TARGET_MS else 'MISSED'})"
+        + _proxy_floor(rows)
     )
+
+
+def _proxy_floor(rows: dict[str, Row]) -> str:
+    """What nginx, a proxy doing no auth, added in the same run: the floor for any proxy process."""
+    nginx = rows.get("nginx")
+    added = added_p50_ms(nginx, rows) if nginx is not None and nginx.result is not None else None
+    return "" if added is None else f"; nginx in its place adds {added:+.2f} ms"
 
 
 def draw_chart(rows: dict[str, Row], path: Path, subtitle: str) -> None:
