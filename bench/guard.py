@@ -197,6 +197,19 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _per_round(row: Row, rows: dict[str, Row], compare: Callable[[LoadResult, LoadResult], float | None]) -> list[float]:
+    """``compare(row's result, its baseline's result)`` for each round both were measured in."""
+    base = rows.get(row.server.baseline)
+    if base is None or len(row.round_results) != len(base.round_results):
+        return []
+    pairs = [
+        compare(mine, theirs)
+        for mine, theirs in zip(row.round_results, base.round_results)
+        if mine is not None and theirs is not None
+    ]
+    return [value for value in pairs if value is not None]
+
+
 def _paired(row: Row, rows: dict[str, Row], compare: Callable[[LoadResult, LoadResult], float | None]) -> float | None:
     """``compare(row's result, its baseline's result)``. Over several rounds, the median of each
     round's own comparison: servers measured in the same minutes are compared with each other,
@@ -205,12 +218,7 @@ def _paired(row: Row, rows: dict[str, Row], compare: Callable[[LoadResult, LoadR
     if row.result is None or base is None or base.result is None:
         return None
     if len(row.round_results) > 1 and len(row.round_results) == len(base.round_results):
-        pairs = [
-            compare(mine, theirs)
-            for mine, theirs in zip(row.round_results, base.round_results)
-            if mine is not None and theirs is not None
-        ]
-        values = [value for value in pairs if value is not None]
+        values = _per_round(row, rows, compare)
         return statistics.median(values) if values else None
     return compare(row.result, base.result)
 
@@ -242,12 +250,7 @@ def added_p50_ms(row: Row, rows: dict[str, Row]) -> float | None:
 
 def added_p50_per_round_ms(row: Row, rows: dict[str, Row]) -> list[float]:
     """Each round's own +p50 (the figures whose median :func:`added_p50_ms` reports)."""
-    base = rows.get(row.server.baseline)
-    if base is None or base is row or len(row.round_results) != len(base.round_results):
-        return []
-    pairs = zip(row.round_results, base.round_results)
-    differences = [_p50_difference(mine, theirs) for mine, theirs in pairs if mine is not None and theirs is not None]
-    return [d for d in differences if d is not None]
+    return [] if rows.get(row.server.baseline) is row else _per_round(row, rows, _p50_difference)
 
 
 # --------------------------------------------------------------------------------------------
