@@ -179,3 +179,36 @@ def _read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
         answers.append((int(lines[0].split()[1]), buffer[:length]))
         buffer = buffer[length:]
     return answers
+
+
+def test_a_request_with_two_session_ids_is_refused_on_both_paths(live_as, loopback_server, extra_socket, extra_resource):
+    """MCP security best practices, "Session Hijacking": the session the gateway checks the caller
+    against must be the one the upstream acts on. With two ``Mcp-Session-Id`` headers the gateway
+    and the upstream could each take a different one (Starlette takes the first), so such a
+    request is refused, whether the fast path or the ASGI way is offered it first."""
+    owner, owner_id = live_as.machine_token(extra_resource, "tools:read")
+    intruder, _ = live_as.machine_token(extra_resource, "tools:read")
+    cold_intruder, _ = live_as.machine_token(extra_resource, "tools:read")
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    accept = ("Accept", "application/json, text/event-stream")
+
+    def post(token: str, message: dict, *session_ids: str) -> httpx2.Response:
+        headers = [accept, ("Authorization", f"Bearer {token}"), *(("Mcp-Session-Id", s) for s in session_ids)]
+        return httpx2.post(extra_resource, json=message, headers=headers, timeout=30)
+
+    with loopback_server(upstream_app()) as upstream, gateway(live_as, extra_socket, extra_resource, f"{upstream}/mcp") as decisions:
+        victim_session = post(owner, initialize).headers["mcp-session-id"]
+        own_session = post(intruder, initialize).headers["mcp-session-id"]  # the intruder's token is now verified and cached
+        offered_before = len(decisions)
+        warm = [post(intruder, call(2), victim_session, own_session), post(intruder, call(3), own_session, victim_session)]
+        fast_path_decisions = decisions[offered_before:]
+        cold = post(cold_intruder, call(4), victim_session, own_session)
+        owners_call = post(owner, call(5), victim_session)
+    assert fast_path_decisions == [False, False], "the fast path leaves a repeated session header to the ASGI way"
+    for refused in [*warm, cold]:
+        assert refused.status_code == 400
+        assert "Mcp-Session-Id" in refused.json()["error"]["message"]
+    assert owners_call.status_code == 200, "the owner's session was left intact"
+    (data,) = [line[len("data: "):] for line in owners_call.text.splitlines() if line.startswith("data: ")]
+    assert json.loads(json.loads(data)["result"]["content"][0]["text"])["subject"] == owner_id

@@ -12,7 +12,8 @@ It never decides anything the guard would decide otherwise. It takes a request o
 guard's own objects (the verifier's cache, the policy, the session owners) say the guard would
 pass it unchanged; everything else goes the ASGI way: a token not checked yet or refused, DPoP,
 batches, ``tools/list`` (whose answer the guard filters), GET streams, DELETE, a body the guard
-would refuse, no idle upstream connection.
+would refuse, a repeated ``Authorization`` or ``Mcp-Session-Id`` header, no idle upstream
+connection.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class FastForwarder:
             elif name == b"dpop":
                 return False
             elif name == SESSION_HEADER:
+                if session_id is not None:
+                    return False
                 session_id = value
         if authorization is None or authorization[:7].lower() != b"bearer ":
             return False

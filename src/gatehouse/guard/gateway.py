@@ -84,7 +84,12 @@ class HTTPUpstream:
             await send_json(send, 413, jsonrpc_error(-32600, f"the request body is larger than {MAX_BODY} bytes"))
             return
         caller = scope.get(caller_context.SCOPE_KEY)
-        session_id = _header(scope["headers"], SESSION_HEADER)
+        session_ids = [v for k, v in scope["headers"] if k == SESSION_HEADER]
+        if len(session_ids) > 1:
+            # the upstream might act on another of them than the one checked against the caller
+            await send_json(send, 400, jsonrpc_error(-32600, "the request carries more than one Mcp-Session-Id header: send exactly one"))
+            return
+        session_id = session_ids[0] if session_ids else None
         if session_id is not None and not self.session_owners.admits(session_id, caller):
             await send_json(send, 404, jsonrpc_error(-32001, "Session not found: start a new MCP session"))
             return
