@@ -554,3 +554,43 @@ async def test_tools_list_is_filtered_by_scope(env, dep):
 
     names = await _session(dep, token, work)
     assert dep.read_tool in names and dep.write_tool not in names
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+def _in_session(dep: Deployment, method: str, token: str, session_ids: list[str], body: dict | None = None) -> httpx2.Response:
+    headers = [*ACCEPT.items(), ("Authorization", f"Bearer {token}"), *(("Mcp-Session-Id", s) for s in session_ids)]
+    return httpx2.request(method, dep.resource, json=body, headers=headers, timeout=10)
+
+
+def test_a_session_id_lets_no_other_user_in(env, dep):
+    """MCP security best practices, "Session Hijacking": a session is bound to the user who started
+    it. Another user's valid token with that session id gets 404 for a POST, the GET stream (where
+    the server's requests to the owner would arrive) and DELETE, and nothing reaches the server."""
+    alice = issue(env, "notes:read", dep.resource, "alice")
+    alice_again = issue(env, "notes:read", dep.resource, "alice")
+    bob = issue(env, "notes:read", dep.resource, "bob")
+    session = post(dep, initialize(), alice).headers["mcp-session-id"]
+    before = dep.upstream.calls
+    hijacks = [
+        _in_session(dep, "POST", bob, [session], rpc("tools/list")),
+        _in_session(dep, "GET", bob, [session]),
+        _in_session(dep, "DELETE", bob, [session]),
+    ]
+    assert [r.status_code for r in hijacks] == [404, 404, 404], [r.text for r in hijacks]
+    assert dep.upstream.calls == before, "a refused request never reaches the MCP server"
+    owners = _in_session(dep, "POST", alice_again, [session], rpc("tools/list"))
+    assert owners.status_code == 200 and dep.read_tool in owners.text, "the same user with another token keeps the session"
+
+
+def test_two_session_ids_in_one_request_are_refused(env, dep):
+    """Which of two ``Mcp-Session-Id`` headers a server acts on is its own choice; the one checked
+    against the caller could be the other one, so such a request is refused."""
+    alice = issue(env, "notes:read", dep.resource, "alice")
+    first = post(dep, initialize(), alice).headers["mcp-session-id"]
+    second = post(dep, initialize(), alice).headers["mcp-session-id"]
+    before = dep.upstream.calls
+    doubled = _in_session(dep, "POST", alice, [first, second], rpc("tools/list"))
+    assert doubled.status_code == 400 and "Mcp-Session-Id" in doubled.text, doubled.text
+    assert dep.upstream.calls == before

@@ -23,13 +23,13 @@ import logging
 
 from gatehouse.guard.gateway import (
     HOLD_JSON_UP_TO,
-    SESSION_HEADER,
     SET_BY_THE_GATEWAY,
     HTTPUpstream,
     gateway_error_body,
     gateway_error_status,
 )
 from gatehouse.guard.guard import MAX_BODY
+from gatehouse.guard.sessions import SESSION_HEADER, SessionOwners
 from gatehouse.guard.sse import EventRelay, open_request_ids
 from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamResponse
 
@@ -80,13 +80,13 @@ class FastForwarder:
         if policy.missing(caller.scopes, policy.required(message.get("method"), message.get("params"))):
             return False
         upstream = self.upstream
-        if session_id is not None and not upstream.session_owners.admits(session_id, caller):
+        if session_id is not None and not self.guard.session_owners.admits(session_id, caller):
             return False
         connection = upstream.pool.idle_connection()
         if connection is None:
             return False
         head = upstream.pool.request_head("POST", upstream.path, upstream.forwarded_headers(headers, caller), body)
-        exchange = Exchange(front, upstream, connection, caller, session_id, open_request_ids([message]))
+        exchange = Exchange(front, upstream, connection, caller, session_id, open_request_ids([message]), self.guard.session_owners)
         front.exchange = exchange
         connection.start(head, body, exchange, upstream.read_timeout)
         return True
@@ -100,8 +100,11 @@ class Exchange:
     on event by event, and a break answers each open request with a JSON-RPC error.
     """
 
-    def __init__(self, front, upstream: HTTPUpstream, connection, caller, session_id: bytes | None, open_ids: set):
+    def __init__(
+        self, front, upstream: HTTPUpstream, connection, caller, session_id: bytes | None, open_ids: set, owners: SessionOwners
+    ):
         self.front = front
+        self.owners = owners
         self.upstream = upstream
         self.connection = connection
         self.caller = caller
@@ -122,7 +125,7 @@ class Exchange:
         if self.session_id is None and response.status < 300:
             new_session = response.header(SESSION_HEADER)
             if new_session is not None:
-                self.upstream.session_owners.admits(new_session, self.caller)
+                self.owners.admits(new_session, self.caller)
         if (response.header(b"content-type") or b"").startswith(b"text/event-stream"):
             self.relay = EventRelay(self.open_ids)
             self.streaming = True

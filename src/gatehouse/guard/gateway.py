@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -33,7 +32,6 @@ NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"dpop", b"cookie"}
 SET_BY_THE_GATEWAY = HOP_BY_HOP | {b"date", b"server"}  # uvicorn writes its own; two of each would confuse clients
 FORWARDED_METHODS = {"GET", "POST", "DELETE", "OPTIONS"}
 HOLD_JSON_UP_TO = 1024 * 1024
-SESSION_HEADER = b"mcp-session-id"
 
 
 class HTTPUpstream:
@@ -61,7 +59,6 @@ class HTTPUpstream:
         self.upstream_headers = [(k.lower().encode(), v.encode()) for k, v in upstream_headers]
         self.identity_header = identity_header.lower().encode() if identity_header else None
         self.pool = UpstreamPool(upstream, connect_timeout=connect_timeout, read_timeout=read_timeout)
-        self.session_owners = SessionOwners()
 
     def forwarded_headers(self, headers: list[tuple[bytes, bytes]], caller) -> list[tuple[bytes, bytes]]:
         """The client's headers as the upstream gets them: no credentials of the client (RS-8),
@@ -83,16 +80,7 @@ class HTTPUpstream:
         if too_large:
             await send_json(send, 413, jsonrpc_error(-32600, f"the request body is larger than {MAX_BODY} bytes"))
             return
-        caller = scope.get(caller_context.SCOPE_KEY)
-        session_ids = [v for k, v in scope["headers"] if k == SESSION_HEADER]
-        if len(session_ids) > 1:
-            # the upstream might act on another of them than the one checked against the caller
-            await send_json(send, 400, jsonrpc_error(-32600, "the request carries more than one Mcp-Session-Id header: send exactly one"))
-            return
-        session_id = session_ids[0] if session_ids else None
-        if session_id is not None and not self.session_owners.admits(session_id, caller):
-            await send_json(send, 404, jsonrpc_error(-32001, "Session not found: start a new MCP session"))
-            return
+        caller = scope.get(caller_context.SCOPE_KEY)  # the session is the caller's own: the guard checked
         query = scope.get("query_string", b"")
         target = self.path + b"?" + query if query else self.path
         messages = scope.get(JSONRPC_MESSAGES_KEY) or []
@@ -102,12 +90,6 @@ class HTTPUpstream:
             await _gateway_error(send, exc, messages, self.upstream)
             return
         headers = [(k, v) for k, v in response.headers if k not in SET_BY_THE_GATEWAY]
-        if session_id is None and response.status < 300:
-            new_session = response.header(SESSION_HEADER)
-            if new_session is not None:
-                self.session_owners.admits(new_session, caller)
-        elif method == "DELETE" and response.status < 300:
-            self.session_owners.forget(session_id)
         if (response.header(b"content-type") or b"").startswith(b"text/event-stream"):
             relay = EventRelay(open_request_ids(messages))
             await _relay_event_stream(response, relay, headers, receive, send, self.upstream)
@@ -116,39 +98,6 @@ class HTTPUpstream:
 
     async def aclose(self) -> None:
         self.pool.close()
-
-
-class SessionOwners:
-    """Which caller each upstream MCP session belongs to, so a session id alone lets no one else in.
-
-    The MCP security best practices ("Session Hijacking") ask that a session be bound to the
-    user it was made for; the upstream cannot do it, since it never sees the token. A session
-    first seen on a request (one made before the gateway restarted) goes to that request's caller.
-    """
-
-    def __init__(self, limit: int = 100_000):
-        self.limit = limit
-        self._owners: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
-
-    def admits(self, session_id: bytes, caller) -> bool:
-        owner = (caller.issuer, caller.subject) if caller is not None else ("", "")
-        known = self._owners.get(session_id)
-        if known is None:
-            self._owners[session_id] = owner
-            if len(self._owners) > self.limit:
-                self._owners.popitem(last=False)
-            return True
-        return known == owner
-
-    def forget(self, session_id: bytes) -> None:
-        self._owners.pop(session_id, None)
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
 
 
 async def _relay_response(response, headers, send: Send, idle_timeout: float, upstream: str, messages: list[dict]) -> None:

@@ -10,6 +10,7 @@
   (:mod:`gatehouse.guard.dpop`), unbound tokens as Bearer tokens; both schemes are advertised in
   PRM and in every 401 (section 7.1);
 - ``tools/list`` answers list only the tools the token may call;
+- each MCP session is bound to the user who started it (:mod:`gatehouse.guard.sessions`);
 - with ``upstream_tokens``, tool handlers get the caller's upstream tokens through
   :func:`~gatehouse.guard.upstream_tokens.upstream_token` (RFC 8693), never the caller's token.
 """
@@ -26,6 +27,7 @@ from gatehouse.guard import caller as caller_context
 from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
 from gatehouse.guard.dpop import DPoPRejected, ResourceDPoP
 from gatehouse.guard.policy import Policy
+from gatehouse.guard.sessions import NOT_YOURS, REPEATED_SESSION, SessionOwners, session_ids
 from gatehouse.guard.upstream_tokens import UpstreamTokenClient, attach, detach
 from gatehouse.guard.verifier import TokenRejected, TokenVerifier
 
@@ -59,6 +61,7 @@ class Guard:
         self.authorization_servers = list(authorization_servers)
         self.verifier = verifier
         self.policy = policy or Policy()
+        self.session_owners = SessionOwners()
         self.scopes_supported = [s for s in (scopes_supported or self._policy_scopes()) if s != "offline_access"]
         self.resource_name = resource_name
         parts = urlsplit(resource)
@@ -192,6 +195,10 @@ class GuardedApp:
             )
             return
 
+        outgoing = await self._in_callers_session(scope, messages, caller, send)
+        if outgoing is None:
+            return
+
         scope[caller_context.SCOPE_KEY] = caller
         scope[JSONRPC_MESSAGES_KEY] = messages
         # handlers learn who calls from the Caller, never the token itself (no passthrough, RS-8)
@@ -201,11 +208,28 @@ class GuardedApp:
         try:
             replay = _replay(first, receive) if first is not None else receive
             filters_tools = any(m.get("method") == "tools/list" for m in messages)
-            outgoing = _ToolListFilter(send, guard.policy, caller.scopes).send if filters_tools else send
+            if filters_tools:
+                outgoing = _ToolListFilter(outgoing, guard.policy, caller.scopes).send
             await self.app(scope, replay, outgoing)
         finally:
             detach(exchange_binding)
             caller_context.unbind(token_binding)
+
+    async def _in_callers_session(self, scope: Scope, messages: list[dict], caller, send: Send) -> Send | None:
+        """``send``, wrapped where the answer starts or ends a session, when the request's session
+        (if any) is the caller's own; otherwise the refusal is sent and None returned."""
+        owners = self.guard.session_owners
+        sessions = session_ids(scope["headers"])
+        if not sessions:
+            starts_one = any(m.get("method") == "initialize" for m in messages)
+            return owners.recording_new_session(send, caller) if starts_one else send
+        if len(sessions) > 1:
+            await send_json(send, 400, jsonrpc_error(-32600, REPEATED_SESSION))
+            return None
+        if not owners.admits(sessions[0], caller):
+            await send_json(send, 404, jsonrpc_error(-32001, NOT_YOURS))
+            return None
+        return owners.forgetting_on_success(send, sessions[0]) if scope["method"] == "DELETE" else send
 
     async def _serve_metadata(self, scope: Scope, send: Send) -> None:
         if scope["method"] == "OPTIONS":

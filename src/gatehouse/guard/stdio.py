@@ -37,11 +37,11 @@ from starlette.types import Receive, Scope, Send
 
 from gatehouse.guard import caller as caller_context
 from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
+from gatehouse.guard.sessions import SESSION_HEADER
 from gatehouse.guard.stdio_events import UnknownEvent, frame
 from gatehouse.guard.stdio_sessions import MAX_LINE, CommandFailed, SessionRegistry, SessionsFull
 from gatehouse.guard.stdio_streams import ChildSession, Stream
 
-SESSION_HEADER = b"mcp-session-id"
 RETRY_AFTER = 30
 NOT_FOUND = jsonrpc_error(-32001, "session not found; start a new one with initialize")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
