@@ -212,3 +212,17 @@ def test_a_request_with_two_session_ids_is_refused_on_both_paths(live_as, loopba
     assert owners_call.status_code == 200, "the owner's session was left intact"
     (data,) = [line[len("data: "):] for line in owners_call.text.splitlines() if line.startswith("data: ")]
     assert json.loads(json.loads(data)["result"]["content"][0]["text"])["subject"] == owner_id
+
+
+def test_a_body_with_a_member_twice_is_left_to_the_guard(live_as, extra_socket, extra_resource):
+    """The fast path reads bodies as the guard does: one the upstream could read differently
+    (here ``name`` twice) is left to the guard, which refuses it."""
+    token, _ = live_as.machine_token(extra_resource, "tools:read")
+    doubled = b'{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "whoami", "name": "shout", "arguments": {}}}'
+    with scripted_upstream([]) as upstream, gateway(live_as, extra_socket, extra_resource, upstream.url) as decisions:
+        with httpx2.Client(headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, timeout=30) as http:
+            assert http.post(extra_resource, json=call(1)).status_code == 200
+            refused = http.post(extra_resource, content=doubled)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == -32700
+    assert decisions[-1] is False
+    assert [r["id"] for r in upstream.requests] == [1], "the refused call never reached the upstream"

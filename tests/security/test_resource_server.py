@@ -594,3 +594,25 @@ def test_two_session_ids_in_one_request_are_refused(env, dep):
     doubled = _in_session(dep, "POST", alice, [first, second], rpc("tools/list"))
     assert doubled.status_code == 400 and "Mcp-Session-Id" in doubled.text, doubled.text
     assert dep.upstream.calls == before
+
+
+# --- bodies the guard and the server could read differently ------------------------------------
+
+
+@pytest.mark.parametrize("body", [
+    '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "name": "write", "arguments": {}}}',
+    '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "Name": "write", "arguments": {}}}',
+], ids=["twice", "case"])
+def test_a_tool_name_servers_could_read_differently_is_refused(env, dep, body):
+    """The policy allows ``echo`` to this token and not ``write``; a server that reads the other
+    ``name`` (the first of two, or Go's case-insensitive match) would run ``write``. Such a body is
+    refused as a parse error and reaches nothing."""
+    token = issue(env, "notes:read", dep.resource)
+    body = body.replace("echo", dep.read_tool).replace('"write"', f'"{dep.write_tool}"')
+    before = dep.upstream.calls
+    response = httpx2.post(dep.resource, content=body, timeout=30,
+                           headers={**ACCEPT, "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == -32700 and ("twice" in error["message"] or "differ only in case" in error["message"])
+    assert dep.upstream.calls == before

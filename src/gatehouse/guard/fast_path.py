@@ -29,6 +29,7 @@ from gatehouse.guard.gateway import (
     gateway_error_status,
 )
 from gatehouse.guard.guard import MAX_BODY
+from gatehouse.guard.jsonrpc import NotJSONRPC, parse_body
 from gatehouse.guard.sessions import SESSION_HEADER, SessionOwners
 from gatehouse.guard.sse import EventRelay, open_request_ids
 from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamResponse
@@ -71,8 +72,8 @@ class FastForwarder:
         if caller is None or "cnf" in caller.claims:
             return False
         try:
-            message = json.loads(body)
-        except ValueError:
+            message = parse_body(body)
+        except NotJSONRPC:
             return False
         if not isinstance(message, dict) or message.get("method") == "tools/list":
             return False

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gatehouse.guard import caller as caller_context
 from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
 from gatehouse.guard.dpop import DPoPRejected, ResourceDPoP
+from gatehouse.guard.jsonrpc import NotJSONRPC, parse_messages
 from gatehouse.guard.policy import Policy
 from gatehouse.guard.sessions import NOT_YOURS, REPEATED_SESSION, SessionOwners, session_ids
 from gatehouse.guard.upstream_tokens import UpstreamTokenClient, attach, detach
@@ -144,9 +145,9 @@ class GuardedApp:
                 return
             if body:
                 try:
-                    messages = _jsonrpc_messages(body)
-                except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
-                    await _jsonrpc_parse_error(send)
+                    messages = parse_messages(body)
+                except NotJSONRPC as exc:
+                    await send_json(send, 400, jsonrpc_error(-32700, f"Parse error: {exc}"))
                     return
         if len(messages) == 1:
             required = guard.policy.required(messages[0].get("method"), messages[0].get("params"))
@@ -251,14 +252,6 @@ def _authorization(scope: Scope) -> str | None:
     return values[0].decode("latin-1")
 
 
-def _jsonrpc_messages(body: bytes) -> list[dict]:
-    data = json.loads(body)
-    items = data if isinstance(data, list) else [data]
-    if not items or not all(isinstance(item, dict) for item in items):
-        raise ValueError("not JSON-RPC")
-    return items
-
-
 def _replay(first: Message, receive: Receive) -> Receive:
     sent = False
 
@@ -281,10 +274,6 @@ async def _json_error(
     for value in ([challenge] if challenge else challenges):
         fields.append((b"www-authenticate", value.encode()))
     await send_json(send, status, {"error": error, "error_description": description}, fields)
-
-
-async def _jsonrpc_parse_error(send: Send) -> None:
-    await send_json(send, 400, jsonrpc_error(-32700, "Parse error: the body is not a JSON-RPC message"))
 
 
 class _ToolListFilter:
