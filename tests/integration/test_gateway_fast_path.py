@@ -226,3 +226,21 @@ def test_a_body_with_a_member_twice_is_left_to_the_guard(live_as, extra_socket, 
     assert refused.status_code == 400 and refused.json()["error"]["code"] == -32700
     assert decisions[-1] is False
     assert [r["id"] for r in upstream.requests] == [1], "the refused call never reached the upstream"
+
+
+def test_headers_that_could_pass_for_the_gateways_own_are_not_forwarded(live_as, extra_socket, extra_resource):
+    """Servers that read headers CGI-style (``HTTP_X_GATEHOUSE_SUBJECT``) take ``_`` for ``-``:
+    a client's ``X_Gatehouse_Subject`` must not reach the upstream beside the gateway's
+    ``X-Gatehouse-Subject``, nor ``Proxy`` (httpoxy, CVE-2016-5385), on either path."""
+    token, client_id = live_as.machine_token(extra_resource, "tools:read")
+    forged = {"X_Gatehouse_Subject": "admin", "x_gatehouse-subject": "admin", "Proxy": "http://127.0.0.1:9"}
+    with scripted_upstream([]) as upstream, gateway(live_as, extra_socket, extra_resource, upstream.url) as decisions:
+        with httpx2.Client(headers={"Authorization": f"Bearer {token}", **forged}, timeout=30) as http:
+            assert http.post(extra_resource, json=call(1)).status_code == 200  # the ASGI way: the token is new
+            assert http.post(extra_resource, json=call(2)).status_code == 200  # the fast path
+    assert decisions[-1] is True
+    for headers in upstream.request_headers:
+        cgi_names = [name.upper().replace("-", "_") for name, _ in headers]
+        assert cgi_names.count(IDENTITY_HEADER.upper().replace("-", "_")) == 1, headers
+        assert (IDENTITY_HEADER, client_id) in headers or (IDENTITY_HEADER.lower(), client_id) in headers
+        assert "PROXY" not in cgi_names

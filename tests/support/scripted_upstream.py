@@ -37,12 +37,15 @@ class _Handler(socketserver.StreamRequestHandler):
                 self.server.closed_connections += 1
                 return
             length = 0
+            headers = []
             while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
                 name, _, value = line.decode("latin-1").partition(":")
+                headers.append((name.strip(), value.strip()))
                 if name.strip().lower() == "content-length":
                     length = int(value)
             request = json.loads(self.rfile.read(length)) if length else {}
             self.server.requests.append(request)
+            self.server.request_headers.append(headers)
             action = self.server.script.pop(0) if self.server.script else None
             if action == CUT_JSON:
                 self.wfile.write(json_cut_after({"jsonrpc": "2.0", "id": request.get("id"), "result": {}}, 10))
@@ -61,11 +64,13 @@ class _Handler(socketserver.StreamRequestHandler):
 
 @contextlib.contextmanager
 def scripted_upstream(script: list[str]):
-    """Serve on loopback; yields the server: ``.url``, ``.requests``, ``.script`` (editable), ``.closed_connections``."""
+    """Serve on loopback; yields the server: ``.url``, ``.requests`` (and their ``.request_headers``),
+    ``.script`` (editable), ``.closed_connections``."""
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     server.script = script
     server.requests = []
+    server.request_headers = []
     server.closed_connections = 0
     server.url = f"http://127.0.0.1:{server.server_address[1]}/mcp"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

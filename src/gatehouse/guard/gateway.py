@@ -28,7 +28,7 @@ HOP_BY_HOP = {
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
     b"transfer-encoding", b"upgrade", b"host", b"content-length",
 }
-NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"dpop", b"cookie"}
+NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"dpop", b"cookie", b"proxy"}  # proxy: httpoxy (CVE-2016-5385)
 SET_BY_THE_GATEWAY = HOP_BY_HOP | {b"date", b"server"}  # uvicorn writes its own; two of each would confuse clients
 FORWARDED_METHODS = {"GET", "POST", "DELETE", "OPTIONS"}
 HOLD_JSON_UP_TO = 1024 * 1024
@@ -58,12 +58,17 @@ class HTTPUpstream:
         self.read_timeout = read_timeout
         self.upstream_headers = [(k.lower().encode(), v.encode()) for k, v in upstream_headers]
         self.identity_header = identity_header.lower().encode() if identity_header else None
+        self._not_from_the_client = NOT_FORWARDED | {name for name, _ in self.upstream_headers} | {self.identity_header}
         self.pool = UpstreamPool(upstream, connect_timeout=connect_timeout, read_timeout=read_timeout)
 
     def forwarded_headers(self, headers: list[tuple[bytes, bytes]], caller) -> list[tuple[bytes, bytes]]:
         """The client's headers as the upstream gets them: no credentials of the client (RS-8),
-        the configured upstream credentials, and the caller's subject if so configured."""
-        forwarded = [(k, v) for k, v in headers if k not in NOT_FORWARDED and k != self.identity_header]
+        the configured upstream credentials, and the caller's subject if so configured.
+
+        A server that reads headers CGI-style takes ``_`` for ``-`` (``HTTP_X_USER``), so a client
+        header that would pass for one the gateway drops or sets is dropped too."""
+        dropped = self._not_from_the_client
+        forwarded = [(k, v) for k, v in headers if (k.replace(b"_", b"-") if b"_" in k else k) not in dropped]
         if self.identity_header and caller is not None:
             forwarded.append((self.identity_header, caller.subject.encode()))
         return forwarded + self.upstream_headers
