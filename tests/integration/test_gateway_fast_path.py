@@ -18,7 +18,7 @@ import pytest
 
 from gatehouse.config import ResourceConfig
 from tests.integration.test_gateway import IDENTITY_HEADER, running_gateway, upstream_app
-from tests.support.scripted_upstream import CUT_JSON, CUT_SSE, SILENT, scripted_upstream
+from tests.support.scripted_upstream import CUT_JSON, CUT_SSE, SILENT, UNAUTHORIZED, scripted_upstream
 
 
 @pytest.fixture
@@ -244,3 +244,22 @@ def test_headers_that_could_pass_for_the_gateways_own_are_not_forwarded(live_as,
         assert cgi_names.count(IDENTITY_HEADER.upper().replace("-", "_")) == 1, headers
         assert (IDENTITY_HEADER, client_id) in headers or (IDENTITY_HEADER.lower(), client_id) in headers
         assert "PROXY" not in cgi_names
+
+
+def test_an_upstream_401_is_the_gateways_problem_not_the_clients(live_as, extra_socket, extra_resource):
+    """An upstream that wants other credentials from the gateway answers 401 with its own
+    challenge. Passed on, it would send the client to re-authorize at an authorization server that
+    is not the gateway's, again and again; the client gets a 502 that says whose credentials are
+    wrong, and no challenge but the gateway's own. On both paths."""
+    token, _ = live_as.machine_token(extra_resource, "tools:read")
+    with scripted_upstream([UNAUTHORIZED, None, UNAUTHORIZED]) as upstream, \
+            gateway(live_as, extra_socket, extra_resource, upstream.url) as decisions:
+        with httpx2.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            answers = [http.post(extra_resource, json=call(n)) for n in (1, 2, 3)]  # the ASGI way, then the fast path
+    assert decisions[-1] is True
+    for refused, request_id in ((answers[0], 1), (answers[2], 3)):
+        assert refused.status_code == 502
+        assert "www-authenticate" not in refused.headers
+        error = refused.json()
+        assert error["id"] == request_id and "--upstream-headers-file" in error["error"]["message"]
+    assert answers[1].status_code == 200

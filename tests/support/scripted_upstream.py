@@ -28,6 +28,8 @@ def echo(request: dict) -> bytes:
 CUT_JSON = "cut-json"
 CUT_SSE = "cut-sse"
 SILENT = "silent"
+UNAUTHORIZED = "unauthorized"
+UPSTREAM_CHALLENGE = b'Bearer resource_metadata="http://upstream.internal/.well-known/oauth-protected-resource"'
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -54,6 +56,12 @@ class _Handler(socketserver.StreamRequestHandler):
                 self.wfile.write(sse_cut_after({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}))
                 self.wfile.flush()
                 return
+            if action == UNAUTHORIZED:
+                body = b'{"error": "invalid_token"}'
+                self.wfile.write(b"HTTP/1.1 401 Unauthorized\r\nwww-authenticate: %s\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (UPSTREAM_CHALLENGE, len(body), body))
+                self.wfile.flush()
+                continue
             if action == SILENT:
                 self.rfile.read()  # until the gateway gives up and closes the connection
                 self.server.closed_connections += 1

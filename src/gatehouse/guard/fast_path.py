@@ -32,7 +32,7 @@ from gatehouse.guard.guard import MAX_BODY
 from gatehouse.guard.jsonrpc import NotJSONRPC, parse_body
 from gatehouse.guard.sessions import SESSION_HEADER, SessionOwners
 from gatehouse.guard.sse import EventRelay, open_request_ids
-from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamResponse
+from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamRefused, UpstreamResponse
 
 log = logging.getLogger("gatehouse.gateway")
 
@@ -117,11 +117,15 @@ class Exchange:
         self.held_size = 0
         self.relay: EventRelay | None = None
         self.streaming = False
+        self.refused = False  # the upstream answered 401: the client gets a 502 instead
 
     # upstream connection callbacks
 
     def on_head(self, response: UpstreamResponse) -> None:
         self.response = response
+        if response.status == 401:
+            self.refused = True
+            return
         self.headers = [(k, v) for k, v in response.headers if k not in SET_BY_THE_GATEWAY]
         if self.session_id is None and response.status < 300:
             new_session = response.header(SESSION_HEADER)
@@ -137,6 +141,8 @@ class Exchange:
         return self.relay is not None
 
     def on_chunk(self, chunk: bytes) -> None:
+        if self.refused:
+            return
         if self.relay is not None:
             events = self.relay.whole_events(chunk)
             if events:
@@ -153,6 +159,9 @@ class Exchange:
                 self.held = []
 
     def on_end(self) -> None:
+        if self.refused:
+            self.on_error(UpstreamRefused())
+            return
         if self.streaming:
             self.front.fast_end()
             return

@@ -20,7 +20,7 @@ from gatehouse.guard.asgi import jsonrpc_error, read_body, send_json
 from gatehouse.guard.discovery import discover_endpoint
 from gatehouse.guard.guard import JSONRPC_MESSAGES_KEY, MAX_BODY
 from gatehouse.guard.sse import EventRelay, open_request_ids
-from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamPool, UpstreamTimeout
+from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamPool, UpstreamRefused, UpstreamTimeout
 
 log = logging.getLogger("gatehouse.gateway")
 
@@ -29,7 +29,9 @@ HOP_BY_HOP = {
     b"transfer-encoding", b"upgrade", b"host", b"content-length",
 }
 NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"dpop", b"cookie", b"proxy"}  # proxy: httpoxy (CVE-2016-5385)
-SET_BY_THE_GATEWAY = HOP_BY_HOP | {b"date", b"server"}  # uvicorn writes its own; two of each would confuse clients
+# uvicorn writes its own date and server; the gateway is the one resource the client authenticates to,
+# so the upstream's challenges would send the client to the wrong authorization server
+SET_BY_THE_GATEWAY = HOP_BY_HOP | {b"date", b"server", b"www-authenticate"}
 FORWARDED_METHODS = {"GET", "POST", "DELETE", "OPTIONS"}
 HOLD_JSON_UP_TO = 1024 * 1024
 
@@ -93,6 +95,10 @@ class HTTPUpstream:
             response = await self.pool.request(method, target, self.forwarded_headers(scope["headers"], caller), body)
         except UpstreamError as exc:
             await _gateway_error(send, exc, messages, self.upstream)
+            return
+        if response.status == 401:
+            response.abort()
+            await _gateway_error(send, UpstreamRefused(), messages, self.upstream)
             return
         headers = [(k, v) for k, v in response.headers if k not in SET_BY_THE_GATEWAY]
         if (response.header(b"content-type") or b"").startswith(b"text/event-stream"):
@@ -174,7 +180,7 @@ def gateway_error_status(exc: UpstreamError) -> int:
 
 def gateway_error_body(exc: UpstreamError, open_requests: set[object]) -> dict:
     """A JSON-RPC error that names the request when there was exactly one."""
-    body = jsonrpc_error(-32603, f"{exc}; try again later")
+    body = jsonrpc_error(-32603, str(exc) if isinstance(exc, UpstreamRefused) else f"{exc}; try again later")
     if len(open_requests) == 1:
         body["id"] = next(iter(open_requests))
     return body

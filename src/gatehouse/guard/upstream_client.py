@@ -36,6 +36,16 @@ class UpstreamBroken(UpstreamError):
     """The upstream closed the connection or sent bad HTTP in the middle of a response."""
 
 
+class UpstreamRefused(UpstreamError):
+    """The upstream answered 401: it wants credentials from the gateway, not from the client."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the upstream MCP server refused the gateway's request (401 Unauthorized): the credentials the gateway "
+            "sends it (--upstream-headers-file) are missing or wrong; the operator of the gateway has to fix them"
+        )
+
+
 _PAUSE_ABOVE = 256 * 1024
 
 
