@@ -180,7 +180,7 @@ def gateway_error_status(exc: UpstreamError) -> int:
 
 def gateway_error_body(exc: UpstreamError, open_requests: set[object]) -> dict:
     """A JSON-RPC error that names the request when there was exactly one."""
-    body = jsonrpc_error(-32603, str(exc) if isinstance(exc, UpstreamRefused) else f"{exc}; try again later")
+    body = jsonrpc_error(-32603, f"{exc}; {exc.advice}")
     if len(open_requests) == 1:
         body["id"] = next(iter(open_requests))
     return body

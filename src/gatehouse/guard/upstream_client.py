@@ -23,6 +23,8 @@ import httptools
 class UpstreamError(Exception):
     """The upstream could not give a whole answer."""
 
+    advice = "try again later"  # what the client is told to do, after the cause
+
 
 class UpstreamUnreachable(UpstreamError):
     """No connection to the upstream, or it closed one before answering."""
@@ -39,10 +41,12 @@ class UpstreamBroken(UpstreamError):
 class UpstreamRefused(UpstreamError):
     """The upstream answered 401: it wants credentials from the gateway, not from the client."""
 
+    advice = "the operator of the gateway has to fix them"
+
     def __init__(self) -> None:
         super().__init__(
             "the upstream MCP server refused the gateway's request (401 Unauthorized): the credentials the gateway "
-            "sends it (--upstream-headers-file) are missing or wrong; the operator of the gateway has to fix them"
+            "sends it (--upstream-headers-file) are missing or wrong"
         )
 
 
