@@ -185,6 +185,7 @@ def start_admin_listener(settings: Settings):
 
 
 INTROSPECTION_SECRET_ENV = "GATEHOUSE_INTROSPECTION_CLIENT_SECRET"
+SESSION_SECRET_ENV = "GATEHOUSE_SESSION_SECRET"
 
 
 def token_verifier(
@@ -233,6 +234,25 @@ def token_verifier(
         fail(str(exc))
 
 
+def read_session_secret(path: Path | None) -> bytes | None:
+    """The gateway's session secret, from ``path``, else the environment, else None (a random one)."""
+    import os
+
+    from gatehouse.guard.sessions import MIN_SECRET_BYTES
+
+    try:
+        secret = read_secret_file(path, "session secret") if path else os.environ.get(SESSION_SECRET_ENV, "").strip()
+    except ValueError as exc:
+        fail(str(exc))
+    if not secret:
+        return None
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        origin = path or SESSION_SECRET_ENV
+        fail(f"the session secret in {origin} is shorter than {MIN_SECRET_BYTES} bytes",
+             "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return secret.encode()
+
+
 def read_client_secret(path: Path | None) -> str:
     """From ``path``, else the environment; never from the command line, where others can read it."""
     import os
@@ -271,6 +291,7 @@ def gateway(
     identity_header: Annotated[Optional[str], typer.Option(help="Header that carries the caller's subject to the upstream.")] = None,
     algorithm: Annotated[list[str], typer.Option(help="Accepted signing algorithm (repeatable).")] = ["ES256"],
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs CPU on the hot path).")] = False,
+    session_secret_file: Annotated[Optional[Path], typer.Option(help=f"File holding the secret that binds session ids to their users (or env {SESSION_SECRET_ENV}); share it so sessions survive a restart and work on every instance. Default: a new one per start.")] = None,
 ) -> None:
     """Put OAuth in front of any MCP server: an HTTP one (--upstream URL) or a stdio one (-- COMMAND…)."""
     import uvicorn
@@ -298,6 +319,7 @@ def gateway(
         if not sep or not name.strip() or " " in name.strip():
             fail(f"{origin} is not a 'Name: value' header line")  # the line itself may hold a credential
         headers.append((name.strip(), value.strip()))
+    session_secret = read_session_secret(session_secret_file)
     try:
         rules = Policy.from_toml(policy) if policy else Policy()
     except PolicyError as exc:
@@ -323,6 +345,7 @@ def gateway(
         authorization_servers=[issuer],
         verifier=verifier,
         policy=rules,
+        session_secret=session_secret,
     )
     target = upstream or " ".join(command)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def read_secret_file(path: Path) -> str:
+def read_secret_file(path: Path, what: str = "client secret") -> str:
     """The secret in ``path``, stripped; ``ValueError`` says why there is none."""
     try:
         secret = path.read_text().strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the client secret from {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise ValueError(f"cannot read the {what} from {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if not secret:
-        raise ValueError(f"the client secret file {path} is empty")
+        raise ValueError(f"the {what} file {path} is empty")
     return secret

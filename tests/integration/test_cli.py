@@ -163,3 +163,18 @@ def test_gateway_explains_a_bad_upstream_headers_file(tmp_path):
     assert "s3cret" not in malformed.stderr, "a credential in the file is never echoed"
     for result in (missing, malformed):
         assert_no_traceback(result)
+
+
+def test_gateway_explains_a_bad_session_secret(tmp_path):
+    short = tmp_path / "session-secret"
+    short.write_text("tooshort\n")
+    common = ("gateway", "--upstream", "http://127.0.0.1:9/mcp", "--issuer", "http://127.0.0.1:9", "--jwks-uri", "http://127.0.0.1:9/jwks")
+    missing = run(*common, "--session-secret-file", str(tmp_path / "absent"))
+    too_short = run(*common, "--session-secret-file", str(short))
+    from_env = run(*common, env={"GATEHOUSE_SESSION_SECRET": "tooshort"})
+    assert missing.returncode == 1 and "cannot read the session secret from" in missing.stderr
+    for result in (too_short, from_env):
+        assert result.returncode == 1 and "shorter than 32 bytes" in result.stderr and "token_urlsafe" in result.stderr
+        assert "tooshort" not in result.stderr, "the secret itself is never echoed"
+    for result in (missing, too_short, from_env):
+        assert_no_traceback(result)

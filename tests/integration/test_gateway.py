@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 
 import httpx2
 import pytest
@@ -65,13 +66,14 @@ def upstream_app():
 
 
 @contextlib.contextmanager
-def running_gateway(live_as, gateway_socket, gateway_uri, upstream_url, upstream_headers=(), read_timeout=300.0):
+def running_gateway(live_as, gateway_socket, gateway_uri, upstream_url, upstream_headers=(), read_timeout=300.0, session_secret=None):
     """Serve the gateway in front of ``upstream_url``; yields its ASGI app."""
     guard = Guard(
         resource=gateway_uri,
         authorization_servers=[live_as.base_url],
         verifier=JWTVerifier(issuers=[live_as.base_url], audience=gateway_uri, keys=JWKSKeySource(f"{live_as.base_url}/jwks")),
         policy=Policy(tools={"shout": ["tools:write"], "*": ["tools:read"]}),
+        session_secret=session_secret,
     )
     proxy = HTTPUpstream(upstream_url, identity_header=IDENTITY_HEADER, connect_timeout=2, upstream_headers=upstream_headers,
                          read_timeout=read_timeout)
@@ -134,6 +136,37 @@ def test_a_session_id_alone_lets_no_other_caller_in(live_as, loopback_server, ga
     assert started.status_code == 200
     assert hijack.status_code == 404 and hijack_delete.status_code == 404
     assert own.status_code == 200 and "whoami" in own.text, "the owner's session was left intact"
+
+
+def test_a_session_holds_on_every_gateway_that_shares_the_session_secret(live_as, loopback_server, gateway_socket, gateway_uri):
+    """The binding travels in the session id (an HMAC tag), not in a table of the process: another
+    gateway instance given the same secret, or the same gateway after a restart, takes the
+    session for its owner and for nobody else; one with another secret knows no such session."""
+    owner, _ = live_as.machine_token(gateway_uri, "tools:read")
+    intruder, _ = live_as.machine_token(gateway_uri, "tools:read")
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    list_tools = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    accept = {"Accept": "application/json, text/event-stream"}
+    secret = secrets.token_bytes(32)
+
+    def in_session(url: str, token: str) -> httpx2.Response:
+        return httpx2.post(url, json=list_tools, headers={**accept, "Mcp-Session-Id": session_id, "Authorization": f"Bearer {token}"})
+
+    with loopback_server(upstream_app()) as upstream:
+        with running_gateway(live_as, gateway_socket, gateway_uri, f"{upstream}/mcp", session_secret=secret):
+            started = httpx2.post(gateway_uri, json=initialize, headers={**accept, "Authorization": f"Bearer {owner}"})
+            session_id = started.headers["mcp-session-id"]
+        twin_socket, stranger_socket = free_socket(), free_socket()
+        twin, stranger = (f"http://127.0.0.1:{s.getsockname()[1]}/mcp" for s in (twin_socket, stranger_socket))
+        with running_gateway(live_as, twin_socket, gateway_uri, f"{upstream}/mcp", session_secret=secret):
+            own = in_session(twin, owner)
+            hijack = in_session(twin, intruder)
+        with running_gateway(live_as, stranger_socket, gateway_uri, f"{upstream}/mcp", session_secret=secrets.token_bytes(32)):
+            unknown = in_session(stranger, owner)
+    assert started.status_code == 200
+    assert own.status_code == 200 and "whoami" in own.text, "the upstream got its own session id back"
+    assert hijack.status_code == 404 and unknown.status_code == 404, (hijack.text, unknown.text)
 
 
 async def test_configured_upstream_credentials_replace_the_clients_token(live_as, loopback_server, gateway_socket, gateway_uri):

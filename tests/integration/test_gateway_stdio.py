@@ -221,7 +221,8 @@ async def test_a_broken_post_stream_resumes_with_last_event_id(live_as, gateway,
                 priming, first = await anext(events), await anext(events)
             # leaving the block closed the connection: the stream broke after its first message
             flag.touch()
-            await anyio.to_thread.run_sync(wait_until, lambda: not gateway.sessions[session_id].waiting,
+            child = gateway.sessions[session_id.rpartition(".")[0]]  # the client's id is the child's, bound to alice
+            await anyio.to_thread.run_sync(wait_until, lambda: not child.waiting,
                                            "the tool never answered")
             resume = {"accept": "text/event-stream", "last-event-id": first[0]}
             no_token = await http.get(extra_resource, headers={**resume, **PROTOCOL, "mcp-session-id": session_id})

@@ -9,7 +9,7 @@ no future: the request is written to a kept-alive upstream connection, and the r
 written back from the upstream connection's parser callbacks.
 
 It never decides anything the guard would decide otherwise. It takes a request only when the
-guard's own objects (the verifier's cache, the policy, the session owners) say the guard would
+guard's own objects (the verifier's cache, the policy, the session binding) say the guard would
 pass it unchanged; everything else goes the ASGI way: a token not checked yet or refused, DPoP,
 batches, ``tools/list`` (whose answer the guard filters), GET streams, DELETE, a body the guard
 would refuse, a repeated ``Authorization`` or ``Mcp-Session-Id`` header, no idle upstream
@@ -30,7 +30,7 @@ from gatehouse.guard.gateway import (
 )
 from gatehouse.guard.guard import MAX_BODY
 from gatehouse.guard.jsonrpc import NotJSONRPC, parse_body
-from gatehouse.guard.sessions import SESSION_HEADER, SessionOwners
+from gatehouse.guard.sessions import SESSION_HEADER, SessionBinding, with_session_id
 from gatehouse.guard.sse import EventRelay, open_request_ids
 from gatehouse.guard.upstream_client import UpstreamBroken, UpstreamError, UpstreamRefused, UpstreamResponse
 
@@ -81,13 +81,17 @@ class FastForwarder:
         if policy.missing(caller.scopes, policy.required(message.get("method"), message.get("params"))):
             return False
         upstream = self.upstream
-        if session_id is not None and not self.guard.session_owners.admits(session_id, caller):
-            return False
+        forwarded = upstream.forwarded_headers(headers, caller)
+        if session_id is not None:
+            server_id = self.guard.session_binding.for_server(session_id, caller)
+            if server_id is None:
+                return False
+            forwarded = with_session_id(forwarded, server_id)
         connection = upstream.pool.idle_connection()
         if connection is None:
             return False
-        head = upstream.pool.request_head("POST", upstream.path, upstream.forwarded_headers(headers, caller), body)
-        exchange = Exchange(front, upstream, connection, caller, session_id, open_request_ids([message]), self.guard.session_owners)
+        head = upstream.pool.request_head("POST", upstream.path, forwarded, body)
+        exchange = Exchange(front, upstream, connection, caller, open_request_ids([message]), self.guard.session_binding)
         front.exchange = exchange
         connection.start(head, body, exchange, upstream.read_timeout)
         return True
@@ -102,14 +106,13 @@ class Exchange:
     """
 
     def __init__(
-        self, front, upstream: HTTPUpstream, connection, caller, session_id: bytes | None, open_ids: set, owners: SessionOwners
+        self, front, upstream: HTTPUpstream, connection, caller, open_ids: set, session_binding: SessionBinding
     ):
         self.front = front
-        self.owners = owners
+        self.session_binding = session_binding
         self.upstream = upstream
         self.connection = connection
         self.caller = caller
-        self.session_id = session_id
         self.open_ids = open_ids
         self.response: UpstreamResponse | None = None
         self.headers: list[tuple[bytes, bytes]] = []
@@ -126,11 +129,8 @@ class Exchange:
         if response.status == 401:
             self.refused = True
             return
-        self.headers = [(k, v) for k, v in response.headers if k not in SET_BY_THE_GATEWAY]
-        if self.session_id is None and response.status < 300:
-            new_session = response.header(SESSION_HEADER)
-            if new_session is not None:
-                self.owners.admits(new_session, self.caller)
+        headers = [(k, v) for k, v in response.headers if k not in SET_BY_THE_GATEWAY]
+        self.headers = self.session_binding.bound_headers(headers, self.caller)
         if (response.header(b"content-type") or b"").startswith(b"text/event-stream"):
             self.relay = EventRelay(self.open_ids)
             self.streaming = True

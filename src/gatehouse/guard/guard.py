@@ -28,7 +28,7 @@ from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
 from gatehouse.guard.dpop import DPoPRejected, ResourceDPoP
 from gatehouse.guard.jsonrpc import NotJSONRPC, parse_messages
 from gatehouse.guard.policy import Policy
-from gatehouse.guard.sessions import NOT_YOURS, REPEATED_SESSION, SessionOwners, session_ids
+from gatehouse.guard.sessions import NOT_YOURS, REPEATED_SESSION, SessionBinding, session_ids, with_session_id
 from gatehouse.guard.upstream_tokens import UpstreamTokenClient, attach, detach
 from gatehouse.guard.verifier import TokenRejected, TokenVerifier
 
@@ -55,6 +55,7 @@ class Guard:
         resource_name: str | None = None,
         dpop: ResourceDPoP | None = None,
         upstream_tokens: UpstreamTokenClient | None = None,
+        session_secret: bytes | None = None,
     ):
         self.resource = resource
         self.upstream_tokens = upstream_tokens
@@ -62,7 +63,7 @@ class Guard:
         self.authorization_servers = list(authorization_servers)
         self.verifier = verifier
         self.policy = policy or Policy()
-        self.session_owners = SessionOwners()
+        self.session_binding = SessionBinding(session_secret)
         self.scopes_supported = [s for s in (scopes_supported or self._policy_scopes()) if s != "offline_access"]
         self.resource_name = resource_name
         parts = urlsplit(resource)
@@ -196,7 +197,7 @@ class GuardedApp:
             )
             return
 
-        outgoing = await self._in_callers_session(scope, messages, caller, send)
+        outgoing = await self._in_callers_session(scope, caller, send)
         if outgoing is None:
             return
 
@@ -216,21 +217,22 @@ class GuardedApp:
             detach(exchange_binding)
             caller_context.unbind(token_binding)
 
-    async def _in_callers_session(self, scope: Scope, messages: list[dict], caller, send: Send) -> Send | None:
-        """``send``, wrapped where the answer starts or ends a session, when the request's session
-        (if any) is the caller's own; otherwise the refusal is sent and None returned."""
-        owners = self.guard.session_owners
-        sessions = session_ids(scope["headers"])
-        if not sessions:
-            starts_one = any(m.get("method") == "initialize" for m in messages)
-            return owners.recording_new_session(send, caller) if starts_one else send
-        if len(sessions) > 1:
+    async def _in_callers_session(self, scope: Scope, caller, send: Send) -> Send | None:
+        """``send``, binding any session the answer names to the caller, when the request's session
+        (if any) is the caller's own; then the app gets the server's own session id. Otherwise the
+        refusal is sent and None returned."""
+        binding = self.guard.session_binding
+        ids = session_ids(scope["headers"])
+        if len(ids) > 1:
             await send_json(send, 400, jsonrpc_error(-32600, REPEATED_SESSION))
             return None
-        if not owners.admits(sessions[0], caller):
-            await send_json(send, 404, jsonrpc_error(-32001, NOT_YOURS))
-            return None
-        return owners.forgetting_on_success(send, sessions[0]) if scope["method"] == "DELETE" else send
+        if ids:
+            server_id = binding.for_server(ids[0], caller)
+            if server_id is None:
+                await send_json(send, 404, jsonrpc_error(-32001, NOT_YOURS))
+                return None
+            scope["headers"] = with_session_id(scope["headers"], server_id)
+        return binding.binding_answers(send, caller)
 
     async def _serve_metadata(self, scope: Scope, send: Send) -> None:
         if scope["method"] == "OPTIONS":
