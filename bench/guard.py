@@ -80,6 +80,7 @@ from servers import (
     process_cpu_seconds,
     run_to_completion,
 )
+from guard_cost import expected_ratio, guard_cpu_per_call_us
 from suites import BENCH_DIR
 
 RESULTS_DIR = BENCH_DIR / "results"
@@ -531,6 +532,9 @@ class Prepared:
         if len(self.server.processes) > 1 and result.server_cpu and total > 0:
             split = {name: result.server_cpu * seconds / total for name, seconds in self.cpu_used.items()}
             notes.append("server cpu = " + " + ".join(f"{name} {share:.0%}" for name, share in split.items()))
+            if result.requests:
+                per_call = {name: seconds / result.requests * 1e6 for name, seconds in self.cpu_used.items()}
+                notes.append("cpu per call = " + " + ".join(f"{name} {us:.0f} us" for name, us in per_call.items()))
         if self.pool is not None and self.pool.wrapped:
             notes.append(f"token pool reused {self.pool.wrapped} time(s): some calls were cache hits")
         if result.errors or result.warmup_errors:
@@ -829,6 +833,27 @@ def gateway_verdict(rows: dict[str, Row]) -> str:
     )
 
 
+def guard_in_process(rows: dict[str, Row]) -> dict[str, Any] | None:
+    """The guard's own CPU per call (guard_cost.py) and the ratio it implies against the unguarded
+    SDK server's CPU per call in this run; None when the guard was not among the servers."""
+    if "gatehouse" not in rows:
+        return None
+    added = guard_cpu_per_call_us(TokenMint(), ISSUER, SCOPE, CALL)
+    figures: dict[str, Any] = {"added_cpu_us_per_call": round(added, 2)}
+    line = f"guard in-process: adds {added:.1f} us of CPU per tools/call (token seen before)"
+    sdk = rows.get("sdk")
+    if sdk is not None and sdk.result is not None and sdk.result.ops_per_server_cpu_second:
+        per_second = sdk.result.ops_per_server_cpu_second
+        implied = expected_ratio(added, per_second)
+        figures |= {"unguarded_cpu_us_per_call": round(1e6 / per_second, 1), "expected_ratio": round(implied, 3)}
+        line += (
+            f" to the unguarded SDK server's {1e6 / per_second:.0f} us: an expected ratio of {implied:.3f}"
+            f" (target >= {TARGET:g}; the measured ratio above carries the run's noise)"
+        )
+    figures["line"] = line
+    return figures
+
+
 def _proxy_floor(rows: dict[str, Row]) -> str:
     """What nginx, a proxy doing no auth, added in the same run: the floor for any proxy process."""
     nginx = rows.get("nginx")
@@ -1033,6 +1058,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130 if interrupted else 1
     print()
     print(render_table(rows))
+    in_process = guard_in_process(rows) if not interrupted else None
+    if in_process:
+        print(in_process["line"])
     print(
         "\nratio = requests/s over the unguarded server of the same framework (SDK or FastMCP), same run;"
         "\n+p50 ms = p50 latency minus that unguarded server's p50 (gateway target: at most"
@@ -1052,6 +1080,8 @@ def main(argv: list[str] | None = None) -> int:
             "environment": env,
             "results": [row.as_json(rows) for row in rows.values()],
         }
+        if in_process:
+            data["guard_in_process"] = {k: v for k, v in in_process.items() if k != "line"}
         path.write_text(json.dumps(data, indent=2) + "\n")
         print(f"results written to {path}")
     if not args.no_chart:
