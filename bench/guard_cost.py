@@ -1,12 +1,15 @@
-"""The guard's own CPU per ``tools/call``, measured in-process: no HTTP, no server, no other tenant.
+"""What the guard adds to each ``tools/call`` of the SDK server, measured in one process.
 
-The load test's ratio carries a few percent of noise on this machine (two processes of the same
-program differ by that much), which is as large as what the guard costs. Here the guard runs
-around an app that answers at once, called directly as ASGI, against the same app unwrapped:
-the difference is what the guard adds to every call (the verified-token cache lookup, the JSON-RPC
-parse with its duplicate-member checks, the policy, the session binding, the caller context).
-Compared with the unguarded server's CPU per call from the load test, it gives the ratio the
-guard would keep with no noise at all.
+The load test's ratio for the guard carries a few percent of noise on this machine (two processes
+of the same program differ by that much), which is as large as what the guard costs. Here the
+benchmark's SDK server (``apps/guard_sdk.py``) is called directly as ASGI, bare and behind the
+guard, in alternating batches in this one process: no HTTP, no second process, no drift between
+the two. Two figures:
+
+* the guard around an app that answers at once: the guard's own work (verified-token cache,
+  JSON-RPC parse with its duplicate-member checks, policy, session binding, caller context);
+* the guard around the SDK server, against the same server bare: what a call really costs more,
+  the guard's work plus what it does to the server's (caches shared with more code).
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import asyncio
 import statistics
 import time
 
-CALLS = 20_000
-BATCHES = 5
+CALLS = 2_000
+BATCHES = 8
 
 
 async def _answer_at_once(scope, receive, send) -> None:
+    if scope["type"] != "http":
+        return
     await receive()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": b'{"jsonrpc":"2.0","id":1,"result":{"content":[]}}'})
@@ -70,36 +75,65 @@ async def _microseconds_per_call(app, headers, body: bytes) -> float:
     return (time.perf_counter() - started) / CALLS * 1e6
 
 
-async def _measure(mint, issuer: str, scope: str, body: bytes) -> float:
+async def _started(app) -> asyncio.Task:
+    """Run ``app``'s lifespan (the SDK's session manager) until startup completes."""
+    events: asyncio.Queue = asyncio.Queue()
+    await events.put({"type": "lifespan.startup"})
+    ready = asyncio.Event()
+
+    async def send(message):
+        if message["type"].startswith("lifespan.startup."):
+            ready.set()
+
+    task = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, events.get, send))
+    await ready.wait()
+    return task
+
+
+async def _added(bare, guarded, headers, body: bytes) -> tuple[float, float]:
+    """Median per-call time of ``bare`` and median time ``guarded`` adds, over alternating batches."""
+    for app in (bare, guarded):
+        status = await _call(app, headers, body)
+        if status != 200:
+            raise RuntimeError(f"the benchmark's call got {status} in-process")
+    bare_us, added_us = [], []
+    for batch in range(BATCHES):
+        pair = (bare, guarded) if batch % 2 else (guarded, bare)
+        times = {id(app): await _microseconds_per_call(app, headers, body) for app in pair}
+        bare_us.append(times[id(bare)])
+        added_us.append(times[id(guarded)] - times[id(bare)])
+    return statistics.median(bare_us), statistics.median(added_us)
+
+
+async def _measure(mint, issuer: str, scope: str, body: bytes) -> dict[str, float]:
+    from apps.guard_sdk import _sdk_app, _server
     from joserfc.jwk import ECKey
 
     from gatehouse.guard import Guard, JWTVerifier, Policy
 
     resource = "http://127.0.0.1:9/mcp"
-    verifier = JWTVerifier(issuers=[issuer], audience=resource, keys=_PublicKey(ECKey.import_key(mint.key.as_dict(private=False))))
-    guarded = Guard(resource=resource, authorization_servers=[issuer], verifier=verifier,
-                    policy=Policy(tools={"echo": [scope]})).protect(_answer_at_once)
+    public_key = _PublicKey(ECKey.import_key(mint.key.as_dict(private=False)))
+
+    def guard():
+        verifier = JWTVerifier(issuers=[issuer], audience=resource, keys=public_key)
+        return Guard(resource=resource, authorization_servers=[issuer], verifier=verifier, policy=Policy(tools={"echo": [scope]}))
+
     headers = [
         (b"host", b"127.0.0.1:9"), (b"accept", b"application/json, text/event-stream"), (b"content-type", b"application/json"),
         (b"authorization", b"Bearer " + mint.token(resource).encode()), (b"mcp-protocol-version", b"2025-06-18"),
         (b"content-length", str(len(body)).encode()),
     ]  # fmt: skip
-    status = await _call(guarded, headers, body)
-    if status != 200:
-        raise RuntimeError(f"the guard answered {status} to the benchmark's call in-process")
-    added = []
-    for _ in range(BATCHES):
-        bare = await _microseconds_per_call(_answer_at_once, headers, body)
-        added.append(await _microseconds_per_call(guarded, headers, body) - bare)
-    return statistics.median(added)
+    _, own = await _added(_answer_at_once, guard().protect(_answer_at_once), headers, body)
+    bare_sdk, guarded_sdk = _sdk_app(_server()), guard().protect(_sdk_app(_server()))
+    lifespans = [await _started(bare_sdk), await _started(guarded_sdk)]
+    try:
+        sdk_us, added_us = await _added(bare_sdk, guarded_sdk, headers, body)
+    finally:
+        for task in lifespans:
+            task.cancel()
+    return {"guard_own_us": own, "sdk_us": sdk_us, "added_to_sdk_us": added_us, "ratio": sdk_us / (sdk_us + added_us)}
 
 
-def guard_cpu_per_call_us(mint, issuer: str, scope: str, body: bytes) -> float:
-    """Microseconds of CPU the guard adds to one ``tools/call`` with a token it has seen (median of batches)."""
+def guard_cost(mint, issuer: str, scope: str, body: bytes) -> dict[str, float]:
+    """The guard's own microseconds per call, the SDK server's, what the guard adds to it, and the ratio that leaves."""
     return asyncio.run(_measure(mint, issuer, scope, body))
-
-
-def expected_ratio(added_us: float, unguarded_requests_per_cpu_second: float) -> float:
-    """The share of unguarded throughput left when every call costs ``added_us`` more CPU."""
-    per_call_us = 1e6 / unguarded_requests_per_cpu_second
-    return per_call_us / (per_call_us + added_us)
