@@ -22,6 +22,10 @@ from tests.conftest import ThreadedServer, free_socket
 from tests.support.mcp_client import with_session
 
 IDENTITY_HEADER = "X-Gatehouse-Subject"
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+LIST_TOOLS = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+ACCEPT = {"Accept": "application/json, text/event-stream"}
 
 
 @pytest.fixture
@@ -123,16 +127,12 @@ def test_a_session_id_alone_lets_no_other_caller_in(live_as, loopback_server, ga
     """MCP security best practices, "Session Hijacking": the gateway binds each upstream session to its caller."""
     owner, _ = live_as.machine_token(gateway_uri, "tools:read")
     intruder, _ = live_as.machine_token(gateway_uri, "tools:read")
-    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
-    list_tools = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
-    accept = {"Accept": "application/json, text/event-stream"}
     with loopback_server(upstream_app()) as upstream, running_gateway(live_as, gateway_socket, gateway_uri, f"{upstream}/mcp"):
-        started = httpx2.post(gateway_uri, json=initialize, headers={**accept, "Authorization": f"Bearer {owner}"})
-        session = {"Mcp-Session-Id": started.headers["mcp-session-id"], **accept}
-        hijack = httpx2.post(gateway_uri, json=list_tools, headers={**session, "Authorization": f"Bearer {intruder}"})
+        started = httpx2.post(gateway_uri, json=INITIALIZE, headers={**ACCEPT, "Authorization": f"Bearer {owner}"})
+        session = {"Mcp-Session-Id": started.headers["mcp-session-id"], **ACCEPT}
+        hijack = httpx2.post(gateway_uri, json=LIST_TOOLS, headers={**session, "Authorization": f"Bearer {intruder}"})
         hijack_delete = httpx2.delete(gateway_uri, headers={**session, "Authorization": f"Bearer {intruder}"})
-        own = httpx2.post(gateway_uri, json=list_tools, headers={**session, "Authorization": f"Bearer {owner}"})
+        own = httpx2.post(gateway_uri, json=LIST_TOOLS, headers={**session, "Authorization": f"Bearer {owner}"})
     assert started.status_code == 200
     assert hijack.status_code == 404 and hijack_delete.status_code == 404
     assert own.status_code == 200 and "whoami" in own.text, "the owner's session was left intact"
@@ -144,18 +144,14 @@ def test_a_session_holds_on_every_gateway_that_shares_the_session_secret(live_as
     session for its owner and for nobody else; one with another secret knows no such session."""
     owner, _ = live_as.machine_token(gateway_uri, "tools:read")
     intruder, _ = live_as.machine_token(gateway_uri, "tools:read")
-    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
-    list_tools = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
-    accept = {"Accept": "application/json, text/event-stream"}
     secret = secrets.token_bytes(32)
 
     def in_session(url: str, token: str) -> httpx2.Response:
-        return httpx2.post(url, json=list_tools, headers={**accept, "Mcp-Session-Id": session_id, "Authorization": f"Bearer {token}"})
+        return httpx2.post(url, json=LIST_TOOLS, headers={**ACCEPT, "Mcp-Session-Id": session_id, "Authorization": f"Bearer {token}"})
 
     with loopback_server(upstream_app()) as upstream:
         with running_gateway(live_as, gateway_socket, gateway_uri, f"{upstream}/mcp", session_secret=secret):
-            started = httpx2.post(gateway_uri, json=initialize, headers={**accept, "Authorization": f"Bearer {owner}"})
+            started = httpx2.post(gateway_uri, json=INITIALIZE, headers={**ACCEPT, "Authorization": f"Bearer {owner}"})
             session_id = started.headers["mcp-session-id"]
         twin_socket, stranger_socket = free_socket(), free_socket()
         twin, stranger = (f"http://127.0.0.1:{s.getsockname()[1]}/mcp" for s in (twin_socket, stranger_socket))
