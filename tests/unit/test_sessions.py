@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+import httpx2
 import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
+from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier
 from gatehouse.guard.sessions import SessionBinding, with_session_id
 
 
@@ -82,3 +90,69 @@ def test_only_the_session_header_is_rewritten():
     assert bound[0] == headers[0] and bound[2] == headers[2]
     assert bound[1] == (b"Mcp-Session-Id", binding.for_client(SERVER_ID, ALICE))
     assert with_session_id([(b"mcp-session-id", b"x"), (b"accept", b"*/*")], b"y") == [(b"mcp-session-id", b"y"), (b"accept", b"*/*")]
+
+
+# --- through the guard: a server that names sessions out of turn ---------------------------------
+
+SERVER_MADE = "server-made-7"
+
+
+class SessionNamingServer:
+    """An MCP server that names a session in every answer, asked or not, and records the session
+    id each request reached it with."""
+
+    def __init__(self):
+        self.seen: list[str | None] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()
+        self.seen.append(next((v.decode() for k, v in scope["headers"] if k == b"mcp-session-id"), None))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"mcp-session-id", SERVER_MADE.encode())]})
+        await send({"type": "http.response.body", "body": b'{"jsonrpc": "2.0", "id": 1, "result": {}}'})
+
+
+@pytest.fixture
+def guarded_server(loopback_server):
+    """``(base_url, token, server)``: a SessionNamingServer behind a Guard trusting a key served as a JWKS on loopback."""
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
+    jwks = Starlette(routes=[Route("/jwks", lambda request: JSONResponse({"keys": [key.as_dict(private=False)]}))])
+    server = SessionNamingServer()
+    with loopback_server(jwks) as issuer:
+        resource = "http://127.0.0.1:9/mcp"
+        guard = Guard(resource=resource, authorization_servers=[issuer],
+                      verifier=JWTVerifier(issuers=[issuer], audience=resource, keys=JWKSKeySource(f"{issuer}/jwks")))
+        now = int(time.time())
+        claims = {"iss": issuer, "sub": "alice", "aud": resource, "client_id": "c", "iat": now, "exp": now + 600}
+        token = jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": "k1"}, claims, key)
+        with loopback_server(guard.protect(server)) as base_url:
+            yield base_url, token, server
+
+
+def _post(base_url: str, token: str, method: str, session_id: str | None = None):
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    if session_id is not None:
+        headers["Mcp-Session-Id"] = session_id
+    return httpx2.post(f"{base_url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": method}, headers=headers, timeout=10)
+
+
+def test_a_session_named_in_answer_to_initialize_is_bound_to_the_caller(guarded_server):
+    base_url, token, server = guarded_server
+    given = _post(base_url, token, "initialize").headers["mcp-session-id"]
+    assert given.startswith(SERVER_MADE + ".")
+    assert _post(base_url, token, "ping", given).status_code == 200
+    assert server.seen == [None, SERVER_MADE], "the server gets its own id back"
+
+
+def test_a_session_named_out_of_turn_is_refused_when_it_comes_back(guarded_server):
+    """Only ``initialize`` starts a session (MCP transports, "Session Management"), so the guard
+    leaves other answers as they are; an id named there reaches the client untagged, and the guard
+    refuses it as it refuses any id it did not give: it never reaches the server."""
+    base_url, token, server = guarded_server
+    named = _post(base_url, token, "ping").headers["mcp-session-id"]
+    assert named == SERVER_MADE
+    refused = _post(base_url, token, "ping", named)
+    assert refused.status_code == 404 and "start a new MCP session" in refused.text
+    assert server.seen == [None]

@@ -28,7 +28,7 @@ from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
 from gatehouse.guard.dpop import DPoPRejected, ResourceDPoP
 from gatehouse.guard.jsonrpc import NotJSONRPC, parse_messages
 from gatehouse.guard.policy import Policy
-from gatehouse.guard.sessions import NOT_YOURS, REPEATED_SESSION, SessionBinding, session_ids, with_session_id
+from gatehouse.guard.sessions import NOT_YOURS, REPEATED_SESSION, SESSION_HEADER, SessionBinding, with_session_id
 from gatehouse.guard.upstream_tokens import UpstreamTokenClient, attach, detach
 from gatehouse.guard.verifier import TokenRejected, TokenVerifier
 
@@ -36,7 +36,6 @@ PRM_PATH = "/.well-known/oauth-protected-resource"
 MAX_BODY = 4 * 1024 * 1024
 JSONRPC_MESSAGES_KEY = "gatehouse.jsonrpc_messages"  # the POST body's messages, parsed once, for the app behind
 SCHEMES = ("bearer", "dpop")
-HIDDEN_HEADERS = (b"authorization", b"dpop")
 
 
 def _quote(value: str) -> str:
@@ -125,6 +124,8 @@ class GuardedApp:
         self.guard = guard
         self.app = app
         self._metadata_body = json.dumps(guard.metadata()).encode()
+        # a token verified before is found without a coroutine (JWTVerifier, IntrospectionVerifier)
+        self._cached_caller = getattr(guard.verifier, "cached_caller", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # one coroutine for the whole per-request path: the MCP app suspends several times
@@ -151,78 +152,86 @@ class GuardedApp:
                     await send_json(send, 400, jsonrpc_error(-32700, f"Parse error: {exc}"))
                     return
         if len(messages) == 1:
-            required = guard.policy.required(messages[0].get("method"), messages[0].get("params"))
+            methods = (messages[0].get("method"),)
+            required = guard.policy.required(methods[0], messages[0].get("params"))
         elif messages:
+            methods = tuple(m.get("method") for m in messages)
             required = tuple(dict.fromkeys(s for m in messages for s in guard.policy.required(m.get("method"), m.get("params"))))
         else:
+            methods = ()
             required = tuple(guard.policy.default)
 
         if b"access_token=" in scope.get("query_string", b""):
             await _json_error(send, 400, "invalid_request", "send the access token in the Authorization header, not the URL (RFC 6750 section 2)",
                               challenge=guard.challenge(required, "invalid_request"))
             return
-        header = _authorization(scope)
-        if header is None:
+        headers = _RequestHeaders(scope["headers"])
+        if not headers.authorization:
             await _json_error(send, 401, "invalid_token", "this MCP server needs an OAuth access token",
                               challenges=guard.challenges(required))
             return
-        kind, _, token = header.partition(" ")
+        kind, _, token = headers.authorization[0].decode("latin-1").partition(" ")
         token = token.strip()
         scheme = kind.lower()
-        if scheme not in SCHEMES or not token or " " in token:
+        if len(headers.authorization) > 1 or scheme not in SCHEMES or not token or " " in token:
             await _json_error(send, 400, "invalid_request", "the Authorization header must be 'Bearer <token>' or 'DPoP <token>'",
                               challenge=guard.challenge(required, "invalid_request"))
             return
-        try:
-            caller = await guard.verifier.verify(token)
-        except TokenRejected as exc:
-            await _json_error(send, 401, "invalid_token", exc.description,
-                              challenges=guard.challenges(required, "invalid_token", exc.description, scheme))
-            return
+        caller = self._cached_caller(token) if self._cached_caller is not None else None
+        if caller is None:
+            try:
+                caller = await guard.verifier.verify(token)
+            except TokenRejected as exc:
+                await _json_error(send, 401, "invalid_token", exc.description,
+                                  challenges=guard.challenges(required, "invalid_token", exc.description, scheme))
+                return
         cnf = caller.claims.get("cnf")
         if cnf is not None or scheme == "dpop":
             try:
-                guard.dpop.check(token=token, cnf=cnf, scheme=scheme, proofs=[v for k, v in scope["headers"] if k == b"dpop"],
+                guard.dpop.check(token=token, cnf=cnf, scheme=scheme, proofs=headers.dpop_proofs,
                                  method=scope["method"], url=guard.origin + scope["path"], body=body)
             except DPoPRejected as exc:
                 nonce = [(b"dpop-nonce", exc.nonce.encode())] if exc.nonce else []
                 await _json_error(send, 401, exc.error, exc.description,
                                   challenges=guard.challenges(required, exc.error, exc.description, scheme), headers=nonce)
                 return
-        missing = guard.policy.missing(caller.scopes, required)
-        if missing:
+        if guard.policy.missing(caller.scopes, required):
             await _json_error(
                 send, 403, "insufficient_scope", f"this request needs the scope(s): {' '.join(required)}",
                 challenges=guard.challenges(required, "insufficient_scope", scheme=scheme),
             )
             return
 
-        outgoing = await self._in_callers_session(scope, caller, send)
+        outgoing = await self._in_callers_session(headers, "initialize" in methods, caller, send)
         if outgoing is None:
             return
 
         scope[caller_context.SCOPE_KEY] = caller
         scope[JSONRPC_MESSAGES_KEY] = messages
         # handlers learn who calls from the Caller, never the token itself (no passthrough, RS-8)
-        scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in HIDDEN_HEADERS]
+        scope["headers"] = headers.passed_on
         token_binding = caller_context.bind(caller)
-        exchange_binding = attach(scope, guard.upstream_tokens, token)  # for upstream_token() only
+        exchange_binding = attach(scope, guard.upstream_tokens, token) if guard.upstream_tokens is not None else None
         try:
             replay = _replay(first, receive) if first is not None else receive
-            filters_tools = any(m.get("method") == "tools/list" for m in messages)
-            if filters_tools:
+            if "tools/list" in methods:
                 outgoing = _ToolListFilter(outgoing, guard.policy, caller.scopes).send
             await self.app(scope, replay, outgoing)
         finally:
             detach(exchange_binding)
             caller_context.unbind(token_binding)
 
-    async def _in_callers_session(self, scope: Scope, caller, send: Send) -> Send | None:
+    async def _in_callers_session(self, headers: _RequestHeaders, initializes: bool, caller, send: Send) -> Send | None:
         """``send``, binding any session the answer names to the caller, when the request's session
         (if any) is the caller's own; then the app gets the server's own session id. Otherwise the
-        refusal is sent and None returned."""
+        refusal is sent and None returned.
+
+        A server names a new session only in its answer to ``initialize`` (MCP transports,
+        "Session Management"), so other requests without a session go out unwrapped: an id a
+        server named anyway reaches the client untagged, and the guard refuses it when it comes back.
+        """
         binding = self.guard.session_binding
-        ids = session_ids(scope["headers"])
+        ids = headers.session_ids
         if len(ids) > 1:
             await send_json(send, 400, jsonrpc_error(-32600, REPEATED_SESSION))
             return None
@@ -231,7 +240,9 @@ class GuardedApp:
             if server_id is None:
                 await send_json(send, 404, jsonrpc_error(-32001, NOT_YOURS))
                 return None
-            scope["headers"] = with_session_id(scope["headers"], server_id)
+            headers.passed_on = with_session_id(headers.passed_on, server_id)
+        elif not initializes:
+            return send
         return binding.binding_answers(send, caller)
 
     async def _serve_metadata(self, scope: Scope, send: Send) -> None:
@@ -245,13 +256,26 @@ class GuardedApp:
         )
 
 
-def _authorization(scope: Scope) -> str | None:
-    values = [v for k, v in scope["headers"] if k == b"authorization"]
-    if not values:
-        return None
-    if len(values) > 1:
-        return "multiple"
-    return values[0].decode("latin-1")
+class _RequestHeaders:
+    """The headers the guard reads, found in one pass, and those the app behind gets: all but
+    ``Authorization`` and ``DPoP`` (RS-8)."""
+
+    __slots__ = ("authorization", "dpop_proofs", "session_ids", "passed_on")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]):
+        self.authorization: list[bytes] = []
+        self.dpop_proofs: list[bytes] = []
+        self.session_ids: list[bytes] = []
+        self.passed_on: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            if name == b"authorization":
+                self.authorization.append(value)
+            elif name == b"dpop":
+                self.dpop_proofs.append(value)
+            else:
+                if name == SESSION_HEADER:
+                    self.session_ids.append(value)
+                self.passed_on.append((name, value))
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

@@ -15,7 +15,7 @@
   servers leave it out of client-credentials tokens) names its ``client_id`` as the subject,
   the convention Gatehouse's own authorization server follows for machine tokens. An answer
   with neither is refused.
-- Caching (section 4): an accepted token is cached by its SHA-256 until it expires, and at most
+- Caching (section 4): an accepted token is cached by its digest (never the token) until it expires, and at most
   ``cache_ttl`` seconds (0 turns the cache off), so a revoked token is refused at most
   ``cache_ttl`` seconds later; the cache holds at most ``cache_size`` tokens (least recently
   used first out). Concurrent checks of one uncached token share one request.
@@ -29,7 +29,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -42,7 +41,7 @@ from gatehouse.guard.as_client import AnswerTooLarge, ConfidentialClient
 from gatehouse.guard.caller import Caller
 from gatehouse.guard.discovery import discover_endpoint, json_object
 from gatehouse.guard.shared_requests import SharedRequests
-from gatehouse.guard.token_cache import TokenCache
+from gatehouse.guard.token_cache import TokenCache, token_key
 from gatehouse.guard.verifier import TokenRejected
 from gatehouse.netguard import is_loopback_host
 
@@ -98,13 +97,13 @@ class IntrospectionVerifier:
 
     def cached_caller(self, token: str) -> Caller | None:
         """The caller of a token introspected before, while its cache entry lasts."""
-        return self._cache.get(hashlib.sha256(token.encode()).digest())
+        return self._cache.get(token_key(token))
 
     async def verify(self, token: str) -> Caller:
         caller = self.cached_caller(token)
         if caller is not None:
             return caller
-        digest = hashlib.sha256(token.encode()).digest()
+        digest = token_key(token)
         return await self._in_flight.run(digest, lambda: self._verify_uncached(token, digest))
 
     async def _verify_uncached(self, token: str, digest: bytes) -> Caller:

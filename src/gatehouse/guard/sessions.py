@@ -78,10 +78,6 @@ class SessionBinding:
         return base64.urlsafe_b64encode(mac.digest()[:_TAG_BYTES]).rstrip(b"=")
 
 
-def session_ids(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
-    return [value for name, value in headers if name == SESSION_HEADER]
-
-
 def with_session_id(headers: list[tuple[bytes, bytes]], session_id: bytes) -> list[tuple[bytes, bytes]]:
     """``headers`` with the one ``Mcp-Session-Id`` set to ``session_id``."""
     return [(k, session_id) if k == SESSION_HEADER else (k, v) for k, v in headers]

@@ -18,7 +18,7 @@ server (a client registered with ``gatehouse clients add --resource-server``)::
 - The guard hands the caller's access token to this module only: tool handlers see a
   :class:`~gatehouse.guard.caller.Caller`, never the token (RS-8). Pass the handler's ``ctx``
   (the MCP SDK runs handlers outside the HTTP request's task, as for ``current_caller(ctx)``).
-- Answers are cached per (SHA-256 of the caller's token, provider) until ``refresh_margin``
+- Answers are cached per (BLAKE2b digest of the caller's token, provider) until ``refresh_margin``
   seconds before the upstream token expires, and at most ``cache_ttl`` seconds (so a link the
   user removes stops working here within that time); at most ``cache_size`` entries, least
   recently used first out. Concurrent requests for one entry share one exchange. Refusals are
@@ -33,7 +33,6 @@ server (a client registered with ``gatehouse clients add --resource-server``)::
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import logging
 import time
 from typing import Any
@@ -47,7 +46,7 @@ from gatehouse.guard.as_client import AnswerTooLarge, ConfidentialClient
 from gatehouse.guard.caller import request_scope
 from gatehouse.guard.discovery import discover_endpoint, json_object
 from gatehouse.guard.shared_requests import SharedRequests
-from gatehouse.guard.token_cache import TokenCache
+from gatehouse.guard.token_cache import TokenCache, token_key
 from gatehouse.netguard import is_loopback_host
 from gatehouse.upstream_errors import (
     ERRORS_BY_CODE,
@@ -112,7 +111,7 @@ class UpstreamTokenClient:
 
     async def exchange(self, subject_token: str, provider: str) -> str:
         """The upstream access token of ``provider`` for the user of ``subject_token``."""
-        key = (hashlib.sha256(subject_token.encode()).digest(), provider)
+        key = (token_key(subject_token), provider)
         cached = self._cache.get(key)
         if cached is not None:
             return cached

@@ -5,14 +5,13 @@
   ``exp`` / ``nbf`` / ``iat`` with a small leeway;
 - keys from a JWKS cached per process for at most ``max_age`` seconds (so a key the AS stops
   publishing stops being trusted) and refetched on an unknown ``kid`` at most once per
-  cooldown; a verified token is cached by its SHA-256 until it expires (at most ``cache_size``
+  cooldown; a verified token is cached by its digest (never the token) until it expires (at most ``cache_size``
   of them, least recently used first out), and the cache is dropped whenever the key set changes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Iterable
 from types import MappingProxyType
@@ -24,7 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from gatehouse.guard.caller import Caller
-from gatehouse.guard.token_cache import TokenCache
+from gatehouse.guard.token_cache import TokenCache, token_key
 
 ACCESS_TOKEN_TYPES = {"at+jwt", "application/at+jwt"}
 
@@ -129,7 +128,7 @@ class JWTVerifier:
 
     def cached_caller(self, token: str) -> Caller | None:
         """The caller of a token verified before and still valid, without waiting on anything."""
-        cached = self._cache.get(hashlib.sha256(token.encode()).digest(), self._same_keys)
+        cached = self._cache.get(token_key(token), self._same_keys)
         return None if cached is None else cached[1]
 
     def _same_keys(self, cached: tuple[int, Caller]) -> bool:
@@ -139,7 +138,7 @@ class JWTVerifier:
         caller = self.cached_caller(token)
         if caller is not None:
             return caller
-        digest = hashlib.sha256(token.encode()).digest()
+        digest = token_key(token)
         now = time.time()
         caller, expires = await self._verify_uncached(token, now)
         self._cache.put(digest, (self.keys.generation, caller), expires + self.leeway)
