@@ -18,8 +18,9 @@ with a ``\\u`` escape, which could hide a colon. A body with such an escape, or 
 colons, is read again pair by pair.
 
 Why not only Python's ``json`` with an ``object_pairs_hook``, as before: beside the SDK's call,
-whose code keeps the SDK's parser in the CPU's caches, a second parser cost about 8 us a request,
-and a regular expression over the strings 11 us more (bench/guard_cost.py, 2026-11-27).
+whose code keeps the SDK's parser in the CPU's caches, a second parser cost about 8 us a request
+(bench/guard_cost.py, 2026-11-27); counting the colons outside strings with a regular expression
+instead of writing the value back cost 11 us more.
 """
 
 from __future__ import annotations
