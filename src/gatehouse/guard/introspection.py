@@ -100,10 +100,10 @@ class IntrospectionVerifier:
         return self._cache.get(token_key(token))
 
     async def verify(self, token: str) -> Caller:
-        caller = self.cached_caller(token)
+        digest = token_key(token)
+        caller = self._cache.get(digest)
         if caller is not None:
             return caller
-        digest = token_key(token)
         return await self._in_flight.run(digest, lambda: self._verify_uncached(token, digest))
 
     async def _verify_uncached(self, token: str, digest: bytes) -> Caller:

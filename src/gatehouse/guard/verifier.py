@@ -128,17 +128,20 @@ class JWTVerifier:
 
     def cached_caller(self, token: str) -> Caller | None:
         """The caller of a token verified before and still valid, without waiting on anything."""
-        cached = self._cache.get(token_key(token), self._same_keys)
+        return self._cached(token_key(token))
+
+    def _cached(self, digest: bytes) -> Caller | None:
+        cached = self._cache.get(digest, self._same_keys)
         return None if cached is None else cached[1]
 
     def _same_keys(self, cached: tuple[int, Caller]) -> bool:
         return cached[0] == self.keys.generation
 
     async def verify(self, token: str) -> Caller:
-        caller = self.cached_caller(token)
+        digest = token_key(token)
+        caller = self._cached(digest)
         if caller is not None:
             return caller
-        digest = token_key(token)
         now = time.time()
         caller, expires = await self._verify_uncached(token, now)
         self._cache.put(digest, (self.keys.generation, caller), expires + self.leeway)
