@@ -181,8 +181,10 @@ async def run_scenario(target: Target, suite: Suite, scenario: Scenario, args: a
     return Row(suite, scenario, result, note="; ".join(notes), server_log=log)
 
 
-def cpu_warnings(result: LoadResult, server_cpu: int | None, client_cpu: int) -> list[str]:
-    """Say when the generator was the bottleneck or other processes shared the pinned cores."""
+def cpu_warnings(result: LoadResult, server_cpu: int | None, client_cpu: int, server_on_client_core: float = 0.0) -> list[str]:
+    """Say when the generator was the bottleneck or other processes shared the pinned cores.
+    ``server_on_client_core``: the part of the server's CPU that ran on the generator's core
+    (a proxy placed there), so that it counts as neither core's foreign load."""
     warnings = []
     if result.ops == 0:
         warnings.append("no operation completed in the measured window")
@@ -190,8 +192,8 @@ def cpu_warnings(result: LoadResult, server_cpu: int | None, client_cpu: int) ->
         warnings.append(f"load generator saturated ({result.generator_cpu:.0%} of a core)")
     if server_cpu is None:
         return warnings
-    foreign_server = result.core_busy.get(server_cpu, 0.0) - (result.server_cpu or 0.0)
-    foreign_client = result.core_busy.get(client_cpu, 0.0) - result.generator_cpu
+    foreign_server = result.core_busy.get(server_cpu, 0.0) - ((result.server_cpu or 0.0) - server_on_client_core)
+    foreign_client = result.core_busy.get(client_cpu, 0.0) - result.generator_cpu - server_on_client_core
     if foreign_server > FOREIGN_LOAD:
         warnings.append(f"other processes used {foreign_server:.0%} of server core {server_cpu}")
     if foreign_client > FOREIGN_LOAD:

@@ -34,6 +34,11 @@ every request (the cost of a cache miss). Servers (``--only``):
                        ``Authorization`` stripped, kept-alive upstream connections, one process),
                        placed like the gateway: what any proxy process in C costs on that core,
                        the floor for the gateway's row (skipped when ``nginx`` is not installed)
+* ``gateway-own``      the gateway again, but on the load generator's core, so that it has a CPU
+                       of its own as a separate gateway host or container would, and the upstream
+                       alone on the server core: the latency the hop adds, not the CPU it takes
+                       from the MCP server
+* ``nginx-own``        nginx placed the same way
 
 Tokens are ES256 JWTs (``typ: at+jwt``, ``iss``, ``aud`` = the server's ``/mcp`` URL, ``scope``
 ``notes:read``, an hour to live, ``kid``) signed by a key this process makes; the public key is
@@ -104,6 +109,7 @@ POOL_HINT = 4000.0  # requests/s to mint fresh tokens for when no run has shown 
 SLICE_WARMUP = 0.25  # seconds of load before each measured slice of --interleave
 GATEWAY_POLICY = f'[tools]\necho = ["{SCOPE}"]\n'
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")  # sbin: not on every user's PATH
+NO_NGINX = "nginx is not installed (Debian: apt-get install nginx-light)"
 
 
 @dataclass
@@ -119,6 +125,7 @@ class Server:
     )
     skip_note: str = ""
     proxy: str | None = None  # "gateway" or "nginx": ``app`` runs as the upstream of that process
+    proxy_own_core: bool = False  # the proxy on the generator's core, not beside its upstream
 
 
 SERVERS = [
@@ -133,8 +140,11 @@ SERVERS = [
     Server("fastmcp-jwt", "FastMCP + JWTVerifier", "apps.guard_fastmcp:jwt", "fastmcp"),
     Server("gateway", "SDK behind the gatehouse gateway", "apps.guard_sdk:unguarded", "sdk", proxy="gateway"),
     Server("nginx", "SDK behind nginx, no auth (a proxy's floor)", "apps.guard_sdk:unguarded" if NGINX else None,
-           "sdk", authenticated=False, sends_token=True, proxy="nginx",
-           skip_note="nginx is not installed (Debian: apt-get install nginx-light)"),
+           "sdk", authenticated=False, sends_token=True, proxy="nginx", skip_note=NO_NGINX),
+    Server("gateway-own", "SDK behind the gatehouse gateway, on a core of its own", "apps.guard_sdk:unguarded", "sdk",
+           proxy="gateway", proxy_own_core=True),
+    Server("nginx-own", "SDK behind nginx, on a core of its own", "apps.guard_sdk:unguarded" if NGINX else None,
+           "sdk", authenticated=False, sends_token=True, proxy="nginx", proxy_own_core=True, skip_note=NO_NGINX),
 ]  # fmt: skip
 
 
@@ -433,10 +443,10 @@ def _nginx_argv(upstream_port: int, port: int, work: Path) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def launch(
-    spec: Server, ctx: dict[str, Any], server_cpu: int | None, gateway_cpu: int | None = None
+    spec: Server, ctx: dict[str, Any], server_cpu: int | None, proxy_cpu: int | None = None
 ) -> AsyncIterator[Launched]:
     """Start the server (behind a proxy: the upstream, then the proxy in front), pinned to the
-    server core, the proxy to ``gateway_cpu`` when given; stop everything on exit."""
+    server core, the proxy to ``proxy_cpu`` when given; stop everything on exit."""
     assert spec.app is not None
     port = free_port()
     resource = f"http://127.0.0.1:{port}/mcp"
@@ -471,7 +481,7 @@ async def launch(
         argv = _gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy)
     proxy = ServerProcess(
         spec.proxy, argv, port, work / f"{spec.key}-{port}.log", env=env,
-        cpu=server_cpu if gateway_cpu is None else gateway_cpu,
+        cpu=server_cpu if proxy_cpu is None else proxy_cpu,
     )  # fmt: skip
     async with running(upstream, "/mcp"), running(proxy, "/mcp"):  # the gateway answers 401 when up
         yield Launched(port, resource, [proxy, upstream])
@@ -526,14 +536,16 @@ class Prepared:
 
     def row(self, server_cpu: int | None, client_cpu: int) -> Row:
         result = combined(self.results)
-        notes = cpu_warnings(result, server_cpu, client_cpu)
         split: dict[str, float] = {}
         total = sum(self.cpu_used.values())
         if len(self.server.processes) > 1 and result.server_cpu and total > 0:
             split = {name: result.server_cpu * seconds / total for name, seconds in self.cpu_used.items()}
+        on_client_core = split.get(self.spec.proxy or "", 0.0) if self.spec.proxy_own_core else 0.0
+        notes = cpu_warnings(result, server_cpu, client_cpu, on_client_core)
+        if split:
             notes.append("server cpu = " + " + ".join(f"{name} {share:.0%}" for name, share in split.items()))
-            if result.requests:
-                per_call = {name: seconds / result.requests * 1e6 for name, seconds in self.cpu_used.items()}
+            if result.requests:  # over the measured windows only, like ``server_cpu`` (cpu_used has the warm-ups too)
+                per_call = {name: share * result.duration / result.requests * 1e6 for name, share in split.items()}
                 notes.append("cpu per call = " + " + ".join(f"{name} {us:.0f} us" for name, us in per_call.items()))
         if self.pool is not None and self.pool.wrapped:
             notes.append(f"token pool reused {self.pool.wrapped} time(s): some calls were cache hits")
@@ -555,8 +567,8 @@ async def prepare(
     and connect the clients; a :class:`Row` that says why if it does not. ``loaded_seconds``
     and ``pool_hint`` (requests/s) size the pool of fresh tokens."""
     mint: TokenMint = ctx["mint"]
-    gateway_cpu = args.gateway_cpu if server_cpu is not None else None
-    server = await stack.enter_async_context(launch(spec, ctx, server_cpu, gateway_cpu))
+    proxy_cpu = args.client_cpu if spec.proxy_own_core and server_cpu is not None else None
+    server = await stack.enter_async_context(launch(spec, ctx, server_cpu, proxy_cpu))
     for process in server.processes:
         _log(
             f"{spec.label}: {process.name + ' ' if len(server.processes) > 1 else ''}pid {process.pid} "
@@ -815,22 +827,29 @@ def render_table(rows: dict[str, Row]) -> str:
 
 
 def gateway_verdict(rows: dict[str, Row]) -> str:
-    """One line on the gateway against its p50 target, or "" if it was not measured."""
-    row = rows.get("gateway")
-    if row is None or row.result is None:
-        return ""
-    added = added_p50_ms(row, rows)
-    if added is None:
-        return "gateway: no unguarded SDK row in this run to compare its p50 with"
-    r = row.result
-    share = ratio(row, rows)
-    return (
-        f"gateway: {r.requests_per_s:,.0f} req/s ({_fmt(share, '.2f')}x unguarded SDK), "
-        f"p50 {_fmt(r.percentile_ms(50), '.2f')} ms, p99 {_fmt(r.percentile_ms(99), '.2f')} ms; "
-        f"adds {added:+.2f} ms at p50 (target <= {GATEWAY_P50_TARGET_MS:g} ms: "
-        f"{'met' if added <= GATEWAY_P50_TARGET_MS else 'MISSED'})"
-        + _proxy_floor(rows)
-    )
+    """A line on the gateway against its p50 target for each placement measured ("" if none):
+    beside its upstream on the server's core, and on a core of its own."""
+    lines = []
+    for key, nginx_key, placement in (
+        ("gateway", "nginx", "on the server's core"),
+        ("gateway-own", "nginx-own", "on a core of its own"),
+    ):
+        row = rows.get(key)
+        if row is None or row.result is None:
+            continue
+        added = added_p50_ms(row, rows)
+        if added is None:
+            lines.append(f"gateway {placement}: no unguarded SDK row in this run to compare its p50 with")
+            continue
+        r = row.result
+        lines.append(
+            f"gateway {placement}: {r.requests_per_s:,.0f} req/s ({_fmt(ratio(row, rows), '.2f')}x unguarded SDK), "
+            f"p50 {_fmt(r.percentile_ms(50), '.2f')} ms, p99 {_fmt(r.percentile_ms(99), '.2f')} ms; "
+            f"adds {added:+.2f} ms at p50 (target <= {GATEWAY_P50_TARGET_MS:g} ms: "
+            f"{'met' if added <= GATEWAY_P50_TARGET_MS else 'MISSED'})"
+            + _proxy_floor(rows.get(nginx_key), rows)
+        )
+    return "\n".join(lines)
 
 
 def guard_in_process(rows: dict[str, Row]) -> dict[str, Any] | None:
@@ -847,9 +866,8 @@ def guard_in_process(rows: dict[str, Row]) -> dict[str, Any] | None:
     return figures
 
 
-def _proxy_floor(rows: dict[str, Row]) -> str:
-    """What nginx, a proxy doing no auth, added in the same run: the floor for any proxy process."""
-    nginx = rows.get("nginx")
+def _proxy_floor(nginx: Row | None, rows: dict[str, Row]) -> str:
+    """What nginx, a proxy doing no auth, added in the same place in the same run: the floor for any proxy process."""
     added = added_p50_ms(nginx, rows) if nginx is not None and nginx.result is not None else None
     return "" if added is None else f"; nginx in its place adds {added:+.2f} ms"
 
@@ -861,7 +879,7 @@ def draw_chart(rows: dict[str, Row], path: Path, subtitle: str) -> None:
     import matplotlib.pyplot as plt
 
     shown = list(rows.values())
-    labels = [textwrap.fill(row.server.label, 18) for row in shown]
+    labels = [textwrap.fill(row.server.label, 16) for row in shown]
     values = [row.result.requests_per_s if row.result else 0.0 for row in shown]
     colors = []
     for row in shown:
@@ -875,7 +893,7 @@ def draw_chart(rows: dict[str, Row], path: Path, subtitle: str) -> None:
             colors.append("#66bb6a")
         else:
             colors.append("#1565c0")
-    fig, ax = plt.subplots(figsize=(11, 5.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(13, 5.4), dpi=120)
     bars = ax.bar(range(len(shown)), values, color=colors)
     top = max(values) if any(values) else 1.0
     for bar, row in zip(bars, shown):
@@ -901,7 +919,7 @@ def draw_chart(rows: dict[str, Row], path: Path, subtitle: str) -> None:
         added = added_p50_ms(row, rows)
         if added is not None and compared:
             text += f"\np50 {added:+.2f} ms"
-            if row.server.key == "gateway":
+            if row.server.proxy == "gateway":
                 text += f"\n(target ≤ {GATEWAY_P50_TARGET_MS:g} ms)"
         ax.text(
             x, bar.get_height() + top * 0.01, text, ha="center", va="bottom", fontsize=8
@@ -984,13 +1002,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--client-cpu", type=int, default=1, help="core for the load generator (1)"
-    )
-    parser.add_argument(
-        "--gateway-cpu",
-        type=int,
-        default=None,
-        help="core for the gateway process (default: the server core; the load generator's "
-        "core shows the latency the gateway adds when it has a CPU of its own)",
     )
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin anything to cores"
