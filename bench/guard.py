@@ -43,8 +43,9 @@ every request (the cost of a cache miss). Servers (``--only``):
 Tokens are ES256 JWTs (``typ: at+jwt``, ``iss``, ``aud`` = the server's ``/mcp`` URL, ``scope``
 ``notes:read``, an hour to live, ``kid``) signed by a key this process makes; the public key is
 served by a small JWKS app (a subprocess on the client core). Results are printed as a table,
-written as JSON to ``bench/results/`` and drawn as a bar chart (``bench/results/guard.png``,
-copied to ``bench/guard.png``). Every guarded row also reports the p50 latency it adds to its
+written as JSON and drawn as a bar chart beside it in ``bench/results/`` (``guard-<time>.json``,
+``guard-<time>.png``); a full run also replaces the committed chart ``bench/results/guard.png``,
+which ``bench/README.md`` shows. Every guarded row also reports the p50 latency it adds to its
 unguarded baseline (``+p50 ms``); for the gateway the target is at most ``GATEWAY_P50_TARGET_MS``.
 With 16 closed-loop clients on one server core, p50 is mostly queueing (about clients / throughput),
 so ``--concurrency 1 --only sdk,gateway`` shows the per-request cost on an idle server.
@@ -89,7 +90,7 @@ from guard_cost import guard_cost
 from suites import BENCH_DIR
 
 RESULTS_DIR = BENCH_DIR / "results"
-CHART = "guard.png"
+CHART = RESULTS_DIR / "guard.png"  # the committed chart, linked from bench/README.md; only a full run replaces it
 ISSUER = "https://auth.bench.example"
 SCOPE = "notes:read"
 TOKEN_TTL = 3600
@@ -1016,12 +1017,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-json", action="store_true", help="do not write a JSON file"
     )
     parser.add_argument(
-        "--no-chart", action="store_true", help="do not draw bench/results/guard.png"
+        "--no-chart", action="store_true", help="do not draw the chart (bench/results/guard-<time>.png)"
     )
     parser.add_argument(
         "--no-copy",
         action="store_true",
-        help="do not copy the chart to bench/guard.png",
+        help="do not replace the committed chart bench/results/guard.png, even after a full run",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -1089,7 +1090,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(data, indent=2) + "\n")
         print(f"results written to {path}")
     if not args.no_chart:
-        chart = RESULTS_DIR / CHART
+        chart = RESULTS_DIR / f"guard-{stamp}.png"
         subtitle = (
             f"{env['cpu_model'] or 'CPU'}, Python {env['python']}, {args.duration:g} s per server, "
             f"{time.strftime('%Y-%m-%d')}"
@@ -1098,10 +1099,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chart written to {chart}")
         complete = not args.quick and not args.only and not interrupted and len(rows) == len(SERVERS)
         if not args.no_copy and complete:
-            shutil.copyfile(chart, BENCH_DIR / CHART)
-            print(f"chart copied to {BENCH_DIR / CHART}")
+            shutil.copyfile(chart, CHART)
+            print(f"chart copied to {CHART}")
         elif not args.no_copy:
-            print(f"the committed chart {BENCH_DIR / CHART} is left as it is: only a full run replaces it")
+            print(f"the committed chart {CHART} is left as it is: only a full run replaces it")
     return 130 if interrupted else 0
 
 
