@@ -599,20 +599,44 @@ def test_two_session_ids_in_one_request_are_refused(env, dep):
 # --- bodies the guard and the server could read differently ------------------------------------
 
 
-@pytest.mark.parametrize("body", [
-    '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "name": "write", "arguments": {}}}',
-    '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "Name": "write", "arguments": {}}}',
-], ids=["twice", "case"])
-def test_a_tool_name_servers_could_read_differently_is_refused(env, dep, body):
-    """The policy allows ``echo`` to this token and not ``write``; a server that reads the other
-    ``name`` (the first of two, or Go's case-insensitive match) would run ``write``. Such a body is
-    refused as a parse error and reaches nothing."""
+AMBIGUOUS_TOOL_NAMES = {
+    "twice": '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "name": "write", "arguments": {"text": "x"}}}',
+    "case": '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "Name": "write", "arguments": {"text": "x"}}}',
+}
+
+
+def _post_ambiguous(env: Env, dep: Deployment, kind: str) -> httpx2.Response:
+    """The body, in a session of a token the policy allows the read tool and not the write tool."""
     token = issue(env, "notes:read", dep.resource)
-    body = body.replace("echo", dep.read_tool).replace('"write"', f'"{dep.write_tool}"')
-    before = dep.upstream.calls
-    response = httpx2.post(dep.resource, content=body, timeout=30,
-                           headers={**ACCEPT, "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    session = post(dep, initialize(), token).headers["mcp-session-id"]
+    body = AMBIGUOUS_TOOL_NAMES[kind].replace("echo", dep.read_tool).replace('"write"', f'"{dep.write_tool}"')
+    return httpx2.post(dep.resource, content=body, timeout=30, headers={
+        **ACCEPT, "Content-Type": "application/json", "Authorization": f"Bearer {token}", "Mcp-Session-Id": session,
+    })
+
+
+@pytest.mark.parametrize("kind", AMBIGUOUS_TOOL_NAMES)
+def test_the_gateway_refuses_a_tool_name_servers_could_read_differently(env, kind):
+    """An upstream that reads the other ``name`` (the first of two, or Go's case-insensitive
+    match) would run the write tool. Such a body is refused as a parse error and reaches nothing."""
+    dep = env.deployments["gateway"]
+    response = _post_ambiguous(env, dep, kind)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == -32700 and ("twice" in error["message"] or "differ only in case" in error["message"])
-    assert dep.upstream.calls == before
+    assert dep.upstream.calls == 1  # the initialize
+
+
+@pytest.mark.parametrize("deployment", ["embedded", "standalone"])
+def test_a_guarded_python_app_runs_the_tool_the_guard_decided_on(env, deployment):
+    """In-process, the app parses the body as the guard does (the last of two members, names
+    matched exactly), so the guard's decision is about the tool the app would run: the write
+    tool named last is refused; a ``Name`` beside ``name`` is no tool name at all."""
+    dep = env.deployments[deployment]
+    refused = _post_ambiguous(env, dep, "twice")
+    assert_rejected(dep, refused, 403, "insufficient_scope", dep.write_challenge)
+    before = dep.upstream.calls
+    response = _post_ambiguous(env, dep, "case")
+    assert response.status_code == 200, response.text
+    assert dep.upstream.calls == before + 2  # initialize, then the call
+    assert '"isError":false' in response.text and "wrote" not in response.text, response.text

@@ -107,3 +107,22 @@ def test_a_body_is_refused_for_a_duplicate_exactly_when_one_object_repeats_a_mem
         assert "twice" in str(exc), exc
         refused = True
     assert refused == _repeats_a_member(text)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"method": "tools/call", "params": {"name": "echo", "name": "delete_all"}}',
+    b'{"method": "tools/call", "params": {"name": "echo", "Name": "delete_all"}}',
+    b'{"method": "tools/call", "params": {"name": "echo", "\\u006eame": "delete_all"}}',
+], ids=["twice", "case", "escaped"])
+def test_without_refusing_ambiguity_a_body_reads_as_the_mcp_sdk_reads_it(body):
+    """For an app in the guard's own process: the SDK's parser, the last of two members, names exact."""
+    import pydantic_core
+
+    assert parse_body(body, refuse_ambiguous=False) == pydantic_core.from_json(body) == json.loads(body)
+
+
+def test_the_usual_member_names_have_no_case_twins():
+    """The fast path of the case check trusts that no two usual names differ only in case."""
+    from gatehouse.guard.jsonrpc import USUAL_MEMBERS
+
+    assert len({name.lower() for name in USUAL_MEMBERS}) == len(USUAL_MEMBERS)

@@ -204,7 +204,7 @@ class GatewayApp:
     """
 
     def __init__(self, guard, upstream, path: str):
-        self.guarded = guard.protect(upstream)
+        self.guarded = guard.protect(upstream, refuse_ambiguous_json=True)  # the upstream may parse JSON otherwise
         self.upstream = upstream
         self.verifier = guard.verifier
         self.paths = {*guard.metadata_paths, path}

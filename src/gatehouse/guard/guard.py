@@ -36,6 +36,7 @@ PRM_PATH = "/.well-known/oauth-protected-resource"
 MAX_BODY = 4 * 1024 * 1024
 JSONRPC_MESSAGES_KEY = "gatehouse.jsonrpc_messages"  # the POST body's messages, parsed once, for the app behind
 SCHEMES = ("bearer", "dpop")
+_READ_HEADERS = frozenset({b"authorization", b"dpop", SESSION_HEADER})
 
 
 def _quote(value: str) -> str:
@@ -93,9 +94,15 @@ class Guard:
             document["resource_name"] = self.resource_name
         return document
 
-    def protect(self, app: ASGIApp) -> ASGIApp:
-        """``app`` behind the guard, with the metadata routes in front of it."""
-        return GuardedApp(self, app)
+    def protect(self, app: ASGIApp, *, refuse_ambiguous_json: bool = False) -> ASGIApp:
+        """``app`` behind the guard, with the metadata routes in front of it.
+
+        ``refuse_ambiguous_json`` refuses bodies that parsers could read differently (a member
+        twice, members differing only in case): for an ``app`` that hands the body on to a server
+        with another parser, as the gateway does. A Python app reads them as the guard does
+        (:mod:`gatehouse.guard.jsonrpc`).
+        """
+        return GuardedApp(self, app, refuse_ambiguous_json=refuse_ambiguous_json)
 
     def challenge(self, scopes: list[str], error: str | None = None, description: str | None = None, scheme: str = "Bearer") -> str:
         parts = []
@@ -120,9 +127,10 @@ class Guard:
 
 
 class GuardedApp:
-    def __init__(self, guard: Guard, app: ASGIApp):
+    def __init__(self, guard: Guard, app: ASGIApp, *, refuse_ambiguous_json: bool = False):
         self.guard = guard
         self.app = app
+        self.refuse_ambiguous_json = refuse_ambiguous_json
         self._metadata_body = json.dumps(guard.metadata()).encode()
         # a token verified before is found without a coroutine (JWTVerifier, IntrospectionVerifier)
         self._cached_caller = getattr(guard.verifier, "cached_caller", None)
@@ -147,7 +155,7 @@ class GuardedApp:
                 return
             if body:
                 try:
-                    messages = parse_messages(body)
+                    messages = parse_messages(body, refuse_ambiguous=self.refuse_ambiguous_json)
                 except NotJSONRPC as exc:
                     await send_json(send, 400, jsonrpc_error(-32700, f"Parse error: {exc}"))
                     return
@@ -202,9 +210,11 @@ class GuardedApp:
             )
             return
 
-        outgoing = await self._in_callers_session(headers, "initialize" in methods, caller, send)
-        if outgoing is None:
-            return
+        outgoing = send
+        if headers.session_ids or "initialize" in methods:
+            outgoing = await self._in_callers_session(headers, caller, send)
+            if outgoing is None:
+                return
 
         scope[caller_context.SCOPE_KEY] = caller
         scope[JSONRPC_MESSAGES_KEY] = messages
@@ -218,13 +228,15 @@ class GuardedApp:
                 outgoing = _ToolListFilter(outgoing, guard.policy, caller.scopes).send
             await self.app(scope, replay, outgoing)
         finally:
-            detach(exchange_binding)
+            if exchange_binding is not None:
+                detach(exchange_binding)
             caller_context.unbind(token_binding)
 
-    async def _in_callers_session(self, headers: _RequestHeaders, initializes: bool, caller, send: Send) -> Send | None:
-        """``send``, binding any session the answer names to the caller, when the request's session
-        (if any) is the caller's own; then the app gets the server's own session id. Otherwise the
-        refusal is sent and None returned.
+    async def _in_callers_session(self, headers: _RequestHeaders, caller, send: Send) -> Send | None:
+        """For a request that names a session or initializes one: ``send``, binding any session
+        the answer names to the caller, when the request's session (if any) is the caller's own;
+        then the app gets the server's own session id. Otherwise the refusal is sent and None
+        returned.
 
         A server names a new session only in its answer to ``initialize`` (MCP transports,
         "Session Management"), so other requests without a session go out unwrapped: an id a
@@ -241,8 +253,6 @@ class GuardedApp:
                 await send_json(send, 404, jsonrpc_error(-32001, NOT_YOURS))
                 return None
             headers.passed_on = with_session_id(headers.passed_on, server_id)
-        elif not initializes:
-            return send
         return binding.binding_answers(send, caller)
 
     async def _serve_metadata(self, scope: Scope, send: Send) -> None:
@@ -266,16 +276,19 @@ class _RequestHeaders:
         self.authorization: list[bytes] = []
         self.dpop_proofs: list[bytes] = []
         self.session_ids: list[bytes] = []
-        self.passed_on: list[tuple[bytes, bytes]] = []
-        for name, value in headers:
-            if name == b"authorization":
-                self.authorization.append(value)
-            elif name == b"dpop":
-                self.dpop_proofs.append(value)
-            else:
-                if name == SESSION_HEADER:
-                    self.session_ids.append(value)
-                self.passed_on.append((name, value))
+        passed_on: list[tuple[bytes, bytes]] = []
+        self.passed_on = passed_on
+        for header in headers:
+            name = header[0]
+            if name in _READ_HEADERS:  # one set lookup for the usual header, not three comparisons
+                if name == b"authorization":
+                    self.authorization.append(header[1])
+                    continue
+                if name == b"dpop":
+                    self.dpop_proofs.append(header[1])
+                    continue
+                self.session_ids.append(header[1])
+            passed_on.append(header)
 
 
 def _replay(first: Message, receive: Receive) -> Receive:
