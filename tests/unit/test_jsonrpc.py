@@ -109,11 +109,14 @@ def test_a_body_is_refused_for_a_duplicate_exactly_when_one_object_repeats_a_mem
     assert refused == _repeats_a_member(text)
 
 
-@pytest.mark.parametrize("body", [
-    b'{"method": "tools/call", "params": {"name": "echo", "name": "delete_all"}}',
-    b'{"method": "tools/call", "params": {"name": "echo", "Name": "delete_all"}}',
-    b'{"method": "tools/call", "params": {"name": "echo", "\\u006eame": "delete_all"}}',
-], ids=["twice", "case", "escaped"])
+AMBIGUOUS_TOOL_NAMES = {
+    "twice": b'{"method": "tools/call", "params": {"name": "echo", "name": "delete_all"}}',
+    "case": b'{"method": "tools/call", "params": {"name": "echo", "Name": "delete_all"}}',
+    "escaped": b'{"method": "tools/call", "params": {"name": "echo", "\\u006eame": "delete_all"}}',
+}
+
+
+@pytest.mark.parametrize("body", AMBIGUOUS_TOOL_NAMES.values(), ids=AMBIGUOUS_TOOL_NAMES.keys())
 def test_without_refusing_ambiguity_a_body_reads_as_the_mcp_sdk_reads_it(body):
     """For an app in the guard's own process: the SDK's parser, the last of two members, names exact."""
     import pydantic_core
