@@ -862,7 +862,9 @@ def guard_in_process(rows: dict[str, Row]) -> dict[str, Any] | None:
     figures["line"] = (
         f"guard in-process: its own work {figures['guard_own_us']:.1f} us per tools/call; around the SDK server"
         f" ({figures['sdk_us']:.0f} us a call bare) it adds {figures['added_to_sdk_us']:.1f} us: a ratio of"
-        f" {figures['ratio']:.3f} (target >= {TARGET:g})"
+        f" {figures['ratio']:.3f} (target >= {TARGET:g}); {figures['added_reading_the_body_us']:.1f} us and"
+        f" {figures['ratio_reading_the_body']:.3f} where it must read the body; a do-nothing layer adds"
+        f" {figures['control_added_us']:+.1f} us"
     )
     return figures
 

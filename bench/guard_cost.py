@@ -4,14 +4,25 @@ The load test's ratio for the guard carries a few percent of noise on this machi
 of the same program differ by that much), which is as large as what the guard costs. Here the
 benchmark's SDK server (``apps/guard_sdk.py``) is called directly as ASGI, bare and behind the
 guard, in alternating batches in this one process: no HTTP, no second process, no drift between
-the two. Two figures:
+the two. The figures:
 
 * the guard around an app that answers at once: the guard's own work (verified-token cache,
-  JSON-RPC parse with its duplicate-member checks, policy, session binding, caller context);
+  policy, caller context);
 * the guard around the SDK server, against the same server bare: what a call really costs more,
-  the guard's work plus what it does to the server's (caches shared with more code).
+  the guard's work plus what it does to the server's (caches shared with more code). The
+  benchmark's token holds the one scope the policy names, so the guard lets the call through
+  without reading its body (no tool could need more);
+* the same with a policy that also names a scope the token lacks (``notes:write`` for another
+  tool): the guard reads the body, with the SDK's own parser, to find the tool;
+* a do-nothing ASGI layer around the same server, against it bare: the control. What it adds is
+  the harness's own error; the guard's figure means something only well above it.
 
-The second is what counts, and it is not the first: beside the SDK's long call, whatever code
+Bare and guarded are one server instance, called with and without the guard in front, so no
+difference between two instances (where their objects lie in memory, say) enters the figure:
+on 2026-11-28, with two instances, two bare servers differed by up to 42 us a call, and the
+do-nothing layer came out anywhere from -85 to +102 us with batches of 250 calls.
+
+The second and the third are what count, and they are not the first: beside the SDK's long call, whatever code
 the guard runs that the SDK does not (another JSON parser, OpenSSL's digest, a regular
 expression) falls out of the CPU's caches between calls and costs several microseconds a
 request, however little it costs in a tight loop.
@@ -23,8 +34,8 @@ import asyncio
 import statistics
 import time
 
-CALLS = 250  # per batch: short batches, so the machine's drift over seconds falls on both alike
-BATCHES = 64  # 2026-11-27: the added figure held within about 1 us run to run, against 10 us with 8 batches of 2,000
+CALLS = 40  # per batch: batches of well under a tenth of a second, so the machine's drift falls on both alike
+BATCHES = 256  # 2026-11-28: the do-nothing layer's figure held within -2 to +10 us in three runs (a 1,100 to 1,800 us call)
 
 
 async def _answer_at_once(scope, receive, send) -> None:
@@ -95,6 +106,13 @@ async def _started(app) -> asyncio.Task:
     return task
 
 
+def _do_nothing_around(app):
+    async def layer(scope, receive, send) -> None:
+        await app(scope, receive, send)
+
+    return layer
+
+
 async def _added(bare, guarded, headers, body: bytes) -> tuple[float, float]:
     """Median per-call time of ``bare`` and median time ``guarded`` adds, over alternating batches."""
     for app in (bare, guarded):
@@ -119,9 +137,10 @@ async def _measure(mint, issuer: str, scope: str, body: bytes) -> dict[str, floa
     resource = "http://127.0.0.1:9/mcp"
     public_key = _PublicKey(ECKey.import_key(mint.key.as_dict(private=False)))
 
-    def guard():
+    def guard(**tools: list[str]):
         verifier = JWTVerifier(issuers=[issuer], audience=resource, keys=public_key)
-        return Guard(resource=resource, authorization_servers=[issuer], verifier=verifier, policy=Policy(tools={"echo": [scope]}))
+        policy = Policy(tools={"echo": [scope], **tools})
+        return Guard(resource=resource, authorization_servers=[issuer], verifier=verifier, policy=policy)
 
     headers = [
         (b"host", b"127.0.0.1:9"), (b"accept", b"application/json, text/event-stream"), (b"content-type", b"application/json"),
@@ -129,16 +148,23 @@ async def _measure(mint, issuer: str, scope: str, body: bytes) -> dict[str, floa
         (b"content-length", str(len(body)).encode()),
     ]  # fmt: skip
     _, own = await _added(_answer_at_once, guard().protect(_answer_at_once), headers, body)
-    bare_sdk, guarded_sdk = _sdk_app(_server()), guard().protect(_sdk_app(_server()))
-    lifespans = [await _started(bare_sdk), await _started(guarded_sdk)]
+    sdk = _sdk_app(_server())
+    lifespan = await _started(sdk)
     try:
-        sdk_us, added_us = await _added(bare_sdk, guarded_sdk, headers, body)
+        _, control_us = await _added(sdk, _do_nothing_around(sdk), headers, body)
+        sdk_us, added_us = await _added(sdk, guard().protect(sdk), headers, body)
+        _, reading_us = await _added(sdk, guard(write=["notes:write"]).protect(sdk), headers, body)
     finally:
-        for task in lifespans:
-            task.cancel()
-    return {"guard_own_us": own, "sdk_us": sdk_us, "added_to_sdk_us": added_us, "ratio": sdk_us / (sdk_us + added_us)}
+        lifespan.cancel()
+    return {
+        "guard_own_us": own, "sdk_us": sdk_us, "added_to_sdk_us": added_us, "ratio": sdk_us / (sdk_us + added_us),
+        "added_reading_the_body_us": reading_us, "ratio_reading_the_body": sdk_us / (sdk_us + reading_us),
+        "control_added_us": control_us,
+    }  # fmt: skip
 
 
 def guard_cost(mint, issuer: str, scope: str, body: bytes) -> dict[str, float]:
-    """The guard's own microseconds per call, the SDK server's, what the guard adds to it, and the ratio that leaves."""
+    """The guard's own microseconds per call, the SDK server's, what the guard adds to it and the
+    ratio that leaves (without and with reading the body), and what a do-nothing layer adds (the
+    harness's error)."""
     return asyncio.run(_measure(mint, issuer, scope, body))

@@ -584,6 +584,28 @@ def test_a_session_id_lets_no_other_user_in(env, dep):
     assert owners.status_code == 200 and dep.read_tool in owners.text, "the same user with another token keeps the session"
 
 
+@pytest.mark.parametrize("spelling", ["initialize", "\\u0069nitialize"])
+def test_a_session_started_with_every_scope_is_bound_too(env, dep, spelling):
+    """A token verified before that holds every scope the policy names passes the guard without
+    its body being read (no method or tool could need more), except a body that could start a
+    session: the new session must still be bound to its user, also when ``initialize`` is
+    written with a JSON escape."""
+    alice = issue(env, " ".join(SCOPES), dep.resource, "alice")
+    bob = issue(env, " ".join(SCOPES), dep.resource, "bob")
+    for token in (alice, bob):
+        post(dep, rpc("tools/list"), token)  # verified once: now in the guard's cache
+    body = json.dumps(initialize()).replace('"initialize"', f'"{spelling}"')
+    started = httpx2.post(dep.resource, content=body, timeout=30, headers={
+        **ACCEPT, "Content-Type": "application/json", "Authorization": f"Bearer {alice}",
+    })
+    assert started.status_code == 200, started.text
+    session = started.headers["mcp-session-id"]
+    owners = _in_session(dep, "POST", alice, [session], rpc("tools/list"))
+    assert owners.status_code == 200 and dep.write_tool in owners.text, "every tool, for a token with every scope"
+    hijack = _in_session(dep, "POST", bob, [session], rpc("tools/list"))
+    assert hijack.status_code == 404, hijack.text
+
+
 def test_two_session_ids_in_one_request_are_refused(env, dep):
     """Which of two ``Mcp-Session-Id`` headers a server acts on is its own choice; the one checked
     against the caller could be the other one, so such a request is refused."""

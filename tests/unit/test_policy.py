@@ -142,3 +142,23 @@ def test_from_toml_missing_file(tmp_path):
 
 def test_policy_error_is_a_value_error():
     assert issubclass(PolicyError, ValueError)
+
+
+def test_every_scope_names_each_scope_of_the_policy_once():
+    assert POLICY.every_scope == ("mcp:use", "notes:write", "notes:admin", "notes:read", "files:read", "mcp:call")
+    assert Policy().every_scope == ()
+
+
+@pytest.mark.parametrize(
+    ("granted", "everything"),
+    [
+        ({"mcp:use", "mcp:call", "files:read", "notes:admin"}, True),  # notes:admin implies write, write implies read
+        ({"mcp:use", "mcp:call", "files:read", "notes:write"}, False),  # no notes:admin
+        ({"mcp:use", "mcp:call", "notes:admin"}, False),  # no files:read, needed only by resources/read
+        (set(), False),
+    ],
+)
+def test_grants_everything_only_when_no_request_could_need_more(granted, everything):
+    """The guard lets a request through without reading its body only on this answer (RS-6)."""
+    assert POLICY.grants_everything(frozenset(granted)) is everything
+    assert Policy().grants_everything(frozenset()) is True

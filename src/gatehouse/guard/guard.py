@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.guard import caller as caller_context
+from gatehouse.guard.caller import Caller
 from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
 from gatehouse.guard.dpop import DPoPRejected, ResourceDPoP
 from gatehouse.guard.jsonrpc import NotJSONRPC, parse_messages
@@ -34,7 +35,7 @@ from gatehouse.guard.verifier import TokenRejected, TokenVerifier
 
 PRM_PATH = "/.well-known/oauth-protected-resource"
 MAX_BODY = 4 * 1024 * 1024
-JSONRPC_MESSAGES_KEY = "gatehouse.jsonrpc_messages"  # the POST body's messages, parsed once, for the app behind
+JSONRPC_MESSAGES_KEY = "gatehouse.jsonrpc_messages"  # the POST body's messages, parsed once, for the app behind; empty if let through unread
 SCHEMES = ("bearer", "dpop")
 _READ_HEADERS = frozenset({b"authorization", b"dpop", SESSION_HEADER})
 
@@ -64,7 +65,7 @@ class Guard:
         self.verifier = verifier
         self.policy = policy or Policy()
         self.session_binding = SessionBinding(session_secret)
-        self.scopes_supported = [s for s in (scopes_supported or self._policy_scopes()) if s != "offline_access"]
+        self.scopes_supported = [s for s in (scopes_supported or self.policy.every_scope) if s != "offline_access"]
         self.resource_name = resource_name
         parts = urlsplit(resource)
         self.resource_path = parts.path.rstrip("/")
@@ -72,13 +73,6 @@ class Guard:
         self.origin = origin
         self.metadata_paths = [PRM_PATH + self.resource_path, PRM_PATH] if self.resource_path else [PRM_PATH]
         self.metadata_url = origin + self.metadata_paths[0]
-
-    def _policy_scopes(self) -> list[str]:
-        scopes = list(self.policy.default)
-        for group in (self.policy.tools, self.policy.methods):
-            for values in group.values():
-                scopes += values
-        return list(dict.fromkeys(scopes))
 
     def metadata(self) -> dict:
         """RFC 9728 section 2."""
@@ -146,69 +140,23 @@ class GuardedApp:
             return
         guard = self.guard
         first: Message | None = None
-        messages: list[dict] = []
         body = b""
         if scope["method"] == "POST":
             first, body, too_large = await read_body(receive, MAX_BODY)
             if too_large:
                 await _json_error(send, 413, "invalid_request", f"the request body is larger than {MAX_BODY} bytes")
                 return
-            if body:
-                try:
-                    messages = parse_messages(body, refuse_ambiguous=self.refuse_ambiguous_json)
-                except NotJSONRPC as exc:
-                    await send_json(send, 400, jsonrpc_error(-32700, f"Parse error: {exc}"))
-                    return
-        if len(messages) == 1:
-            methods = (messages[0].get("method"),)
-            required = guard.policy.required(methods[0], messages[0].get("params"))
-        elif messages:
-            methods = tuple(m.get("method") for m in messages)
-            required = tuple(dict.fromkeys(s for m in messages for s in guard.policy.required(m.get("method"), m.get("params"))))
-        else:
-            methods = ()
-            required = tuple(guard.policy.default)
-
-        if b"access_token=" in scope.get("query_string", b""):
-            await _json_error(send, 400, "invalid_request", "send the access token in the Authorization header, not the URL (RFC 6750 section 2)",
-                              challenge=guard.challenge(required, "invalid_request"))
-            return
         headers = _RequestHeaders(scope["headers"])
-        if not headers.authorization:
-            await _json_error(send, 401, "invalid_token", "this MCP server needs an OAuth access token",
-                              challenges=guard.challenges(required))
-            return
-        kind, _, token = headers.authorization[0].decode("latin-1").partition(" ")
-        token = token.strip()
-        scheme = kind.lower()
-        if len(headers.authorization) > 1 or scheme not in SCHEMES or not token or " " in token:
-            await _json_error(send, 400, "invalid_request", "the Authorization header must be 'Bearer <token>' or 'DPoP <token>'",
-                              challenge=guard.challenge(required, "invalid_request"))
-            return
-        caller = self._cached_caller(token) if self._cached_caller is not None else None
-        if caller is None:
-            try:
-                caller = await guard.verifier.verify(token)
-            except TokenRejected as exc:
-                await _json_error(send, 401, "invalid_token", exc.description,
-                                  challenges=guard.challenges(required, "invalid_token", exc.description, scheme))
+        scheme, token = _credentials(headers.authorization)
+        caller = self._cached_caller(token) if token and self._cached_caller is not None else None
+        if caller is not None and self._decided_without_the_body(scope, scheme, caller, body):
+            messages: list[dict] = []
+            methods: tuple = ()
+        else:
+            checked = await self._checked(scope, headers, body, scheme, token, caller, send)
+            if checked is None:
                 return
-        cnf = caller.claims.get("cnf")
-        if cnf is not None or scheme == "dpop":
-            try:
-                guard.dpop.check(token=token, cnf=cnf, scheme=scheme, proofs=headers.dpop_proofs,
-                                 method=scope["method"], url=guard.origin + scope["path"], body=body)
-            except DPoPRejected as exc:
-                nonce = [(b"dpop-nonce", exc.nonce.encode())] if exc.nonce else []
-                await _json_error(send, 401, exc.error, exc.description,
-                                  challenges=guard.challenges(required, exc.error, exc.description, scheme), headers=nonce)
-                return
-        if guard.policy.missing(caller.scopes, required):
-            await _json_error(
-                send, 403, "insufficient_scope", f"this request needs the scope(s): {' '.join(required)}",
-                challenges=guard.challenges(required, "insufficient_scope", scheme=scheme),
-            )
-            return
+            caller, messages, methods = checked
 
         outgoing = send
         if headers.session_ids or "initialize" in methods:
@@ -231,6 +179,86 @@ class GuardedApp:
             if exchange_binding is not None:
                 detach(exchange_binding)
             caller_context.unbind(token_binding)
+
+    def _decided_without_the_body(self, scope: Scope, scheme: str, caller: Caller, body: bytes) -> bool:
+        """Whether the guard may let the request through unread: a Bearer token verified before
+        that holds every scope the policy names, so that no method or tool the body could name
+        needs more (RS-6), and a body that cannot start a session, which the guard must bind to
+        the caller. ``initialize`` could hide in a string only behind a ``\\u`` escape.
+
+        Not for an app that hands the body on (``refuse_ambiguous_json``): the gateway reads every
+        body, to refuse an ambiguous one and to answer each request's ``id`` when the upstream fails.
+        """
+        return (
+            not self.refuse_ambiguous_json
+            and scheme == "bearer"
+            and b"initialize" not in body
+            and b"\\u" not in body
+            and b"access_token=" not in scope.get("query_string", b"")
+            and "cnf" not in caller.claims
+            and self.guard.policy.grants_everything(caller.scopes)
+        )
+
+    async def _checked(
+        self, scope: Scope, headers: _RequestHeaders, body: bytes, scheme: str, token: str, caller: Caller | None, send: Send
+    ) -> tuple[Caller, list[dict], tuple] | None:
+        """The caller, the body's messages and their methods, once the body is read and every
+        check passed (RFC 6750 section 3, RFC 9449, RS-6); otherwise the refusal is sent and None
+        returned."""
+        guard = self.guard
+        messages: list[dict] = []
+        if body:
+            try:
+                messages = parse_messages(body, refuse_ambiguous=self.refuse_ambiguous_json)
+            except NotJSONRPC as exc:
+                await send_json(send, 400, jsonrpc_error(-32700, f"Parse error: {exc}"))
+                return None
+        if len(messages) == 1:
+            methods: tuple = (messages[0].get("method"),)
+            required = guard.policy.required(methods[0], messages[0].get("params"))
+        elif messages:
+            methods = tuple(m.get("method") for m in messages)
+            required = tuple(dict.fromkeys(s for m in messages for s in guard.policy.required(m.get("method"), m.get("params"))))
+        else:
+            methods = ()
+            required = tuple(guard.policy.default)
+
+        if b"access_token=" in scope.get("query_string", b""):
+            await _json_error(send, 400, "invalid_request", "send the access token in the Authorization header, not the URL (RFC 6750 section 2)",
+                              challenge=guard.challenge(required, "invalid_request"))
+            return None
+        if not headers.authorization:
+            await _json_error(send, 401, "invalid_token", "this MCP server needs an OAuth access token",
+                              challenges=guard.challenges(required))
+            return None
+        if not token:
+            await _json_error(send, 400, "invalid_request", "the Authorization header must be 'Bearer <token>' or 'DPoP <token>'",
+                              challenge=guard.challenge(required, "invalid_request"))
+            return None
+        if caller is None:
+            try:
+                caller = await guard.verifier.verify(token)
+            except TokenRejected as exc:
+                await _json_error(send, 401, "invalid_token", exc.description,
+                                  challenges=guard.challenges(required, "invalid_token", exc.description, scheme))
+                return None
+        cnf = caller.claims.get("cnf")
+        if cnf is not None or scheme == "dpop":
+            try:
+                guard.dpop.check(token=token, cnf=cnf, scheme=scheme, proofs=headers.dpop_proofs,
+                                 method=scope["method"], url=guard.origin + scope["path"], body=body)
+            except DPoPRejected as exc:
+                nonce = [(b"dpop-nonce", exc.nonce.encode())] if exc.nonce else []
+                await _json_error(send, 401, exc.error, exc.description,
+                                  challenges=guard.challenges(required, exc.error, exc.description, scheme), headers=nonce)
+                return None
+        if guard.policy.missing(caller.scopes, required):
+            await _json_error(
+                send, 403, "insufficient_scope", f"this request needs the scope(s): {' '.join(required)}",
+                challenges=guard.challenges(required, "insufficient_scope", scheme=scheme),
+            )
+            return None
+        return caller, messages, methods
 
     async def _in_callers_session(self, headers: _RequestHeaders, caller, send: Send) -> Send | None:
         """For a request that names a session or initializes one: ``send``, binding any session
@@ -289,6 +317,19 @@ class _RequestHeaders:
                     continue
                 self.session_ids.append(header[1])
             passed_on.append(header)
+
+
+def _credentials(authorization: list[bytes]) -> tuple[str, str]:
+    """The scheme (lower case) and the token of a lone, well-formed ``Authorization: Bearer``
+    or ``DPoP`` header (RFC 6750 section 2.1, RFC 9449 section 7.1); no token otherwise."""
+    if len(authorization) != 1:
+        return "", ""
+    kind, _, token = authorization[0].decode("latin-1").partition(" ")
+    token = token.strip()
+    scheme = kind.lower()
+    if scheme not in SCHEMES or " " in token:
+        return scheme, ""
+    return scheme, token
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

@@ -33,6 +33,7 @@ class Policy:
     methods: dict[str, list[str]] = field(default_factory=dict)
     default: list[str] = field(default_factory=list)
     implies: dict[str, list[str]] = field(default_factory=dict)
+    every_scope: tuple[str, ...] = field(init=False, repr=False, compare=False)  # each scope the policy names, once
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Policy:
@@ -57,6 +58,8 @@ class Policy:
         # memos for the per-request path: the answers depend only on these immutable inputs
         object.__setattr__(self, "_required_memo", {})
         object.__setattr__(self, "_missing_memo", {})
+        named = [*self.default, *(s for group in (self.tools, self.methods) for scopes in group.values() for s in scopes)]
+        object.__setattr__(self, "every_scope", tuple(dict.fromkeys(named)))
 
     def expand(self, granted: Iterable[str]) -> set[str]:
         """The granted scopes with every scope they imply, transitively."""
@@ -103,6 +106,11 @@ class Policy:
             if len(memo) < _MEMO_LIMIT:
                 memo[(granted, required)] = found
         return list(found)
+
+    def grants_everything(self, granted: frozenset[str]) -> bool:
+        """Whether ``granted`` covers every scope the policy names, so that no request, whatever
+        its method and tool, needs more."""
+        return not self.missing(granted, self.every_scope)
 
     def may_call(self, granted: Iterable[str], tool: str) -> bool:
         return not self.missing(granted, [*self.default, *self.tool_scopes(tool)])
