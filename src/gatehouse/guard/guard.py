@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatehouse.guard import caller as caller_context
-from gatehouse.guard.caller import Caller
 from gatehouse.guard.asgi import jsonrpc_error, read_body, send_bytes, send_json
+from gatehouse.guard.caller import Caller
 from gatehouse.guard.dpop import DPoPRejected, ResourceDPoP
 from gatehouse.guard.jsonrpc import NotJSONRPC, parse_messages
 from gatehouse.guard.policy import Policy
