@@ -7,9 +7,12 @@ Usage (from the project root)::
     .venv/bin/python bench/guard.py --only sdk,gatehouse --rounds 3
     .venv/bin/python bench/guard.py --interleave 0  # one server after the other
 
-Every server is its own subprocess (uvicorn, one worker) pinned to the server core (default 0);
-this process, the load generator, pins itself to the client core (default 1), as in
-``authserver.py``. All servers are started together and take turns of ``--interleave`` seconds
+Servers are subprocesses (uvicorn, one worker) pinned to the server core (default 0); this
+process, the load generator, pins itself to the client core (default 1), as in ``authserver.py``.
+The unguarded SDK server, the same server behind ``gatehouse.guard``, and the upstream of every
+proxy are one process and one server instance, answering bare on one port and guarded on another
+(``serve_ports.py``, ``apps.guard_sdk:by_port``), so that the guard's row differs from its
+baseline by the guard alone; every other server is a process of its own. All servers are started together and take turns of ``--interleave`` seconds
 (2; each after 0.25 s of unmeasured load) until each has had ``--duration``: the speed of a shared
 cloud machine drifts by tens of percent within minutes, and taking turns spreads the drift over
 every server instead of charging it to whichever ran at the time.
@@ -23,11 +26,11 @@ every request (the cost of a cache miss). Servers (``--only``):
 * ``sdk-token``        the same bare server, sent the same Authorization header anyway:
                        what parsing the token's ~600 header bytes costs before any check
 * ``gatehouse``        the same server behind ``gatehouse.guard``
-* ``gatehouse-fresh``  the same, a fresh token per request
+* ``gatehouse-fresh``  the same, a fresh token per request (a process of its own)
 * ``sdk-auth``         the same server behind the SDK's bearer middleware, ES256 via joserfc
 * ``fastmcp``          FastMCP, no auth: FastMCP's baseline
 * ``fastmcp-jwt``      FastMCP with its ``JWTVerifier`` on the JWKS
-* ``gateway``          the unguarded SDK server (``sdk``'s app) as the upstream, on its own port,
+* ``gateway``          the unguarded SDK server (``sdk``'s port) as the upstream,
                        behind ``gatehouse gateway`` (a second process, the CLI as shipped): both
                        processes share the server core and both count as server CPU
 * ``nginx``            the same upstream behind nginx as a plain reverse proxy (no token check,
@@ -109,6 +112,7 @@ GATEWAY_P50_TARGET_MS = 1.0  # the gateway should add at most this to the unguar
 POOL_HINT = 4000.0  # requests/s to mint fresh tokens for when no run has shown the rate yet
 SLICE_WARMUP = 0.25  # seconds of load before each measured slice of --interleave
 GATEWAY_POLICY = f'[tools]\necho = ["{SCOPE}"]\n'
+SHARED_SDK = "apps.guard_sdk:by_port"  # one process: the bare SDK server, and each guard on a port of its own
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")  # sbin: not on every user's PATH
 NO_NGINX = "nginx is not installed (Debian: apt-get install nginx-light)"
 
@@ -127,24 +131,24 @@ class Server:
     skip_note: str = ""
     proxy: str | None = None  # "gateway" or "nginx": ``app`` runs as the upstream of that process
     proxy_own_core: bool = False  # the proxy on the generator's core, not beside its upstream
+    port_name: str = "sdk"  # with ``app`` = SHARED_SDK: which of that process's ports serves (or is the upstream)
 
 
 SERVERS = [
-    Server("sdk", "SDK, unguarded", "apps.guard_sdk:unguarded", "sdk", authenticated=False),
-    Server("sdk-token", "SDK, unguarded, token sent anyway", "apps.guard_sdk:unguarded", "sdk",
-           authenticated=False, sends_token=True),
-    Server("gatehouse", "SDK + gatehouse.guard", "apps.guard_sdk:gatehouse", "sdk"),
+    Server("sdk", "SDK, unguarded", SHARED_SDK, "sdk", authenticated=False),
+    Server("sdk-token", "SDK, unguarded, token sent anyway", SHARED_SDK, "sdk", authenticated=False, sends_token=True),
+    Server("gatehouse", "SDK + gatehouse.guard", SHARED_SDK, "sdk", port_name="gatehouse"),
     Server("gatehouse-fresh", "SDK + gatehouse.guard, new token each call", "apps.guard_sdk:gatehouse", "sdk",
-           fresh_tokens=True),
+           fresh_tokens=True),  # a process of its own: its tokens fill a cache and the heap
     Server("sdk-auth", "SDK + its bearer auth (joserfc ES256)", "apps.guard_sdk:sdk_auth", "sdk"),
     Server("fastmcp", "FastMCP, unguarded", "apps.guard_fastmcp:plain", "fastmcp", authenticated=False),
     Server("fastmcp-jwt", "FastMCP + JWTVerifier", "apps.guard_fastmcp:jwt", "fastmcp"),
-    Server("gateway", "SDK behind the gatehouse gateway", "apps.guard_sdk:unguarded", "sdk", proxy="gateway"),
-    Server("nginx", "SDK behind nginx, no auth (a proxy's floor)", "apps.guard_sdk:unguarded" if NGINX else None,
+    Server("gateway", "SDK behind the gatehouse gateway", SHARED_SDK, "sdk", proxy="gateway"),
+    Server("nginx", "SDK behind nginx, no auth (a proxy's floor)", SHARED_SDK if NGINX else None,
            "sdk", authenticated=False, sends_token=True, proxy="nginx", skip_note=NO_NGINX),
-    Server("gateway-own", "SDK behind the gatehouse gateway, on a core of its own", "apps.guard_sdk:unguarded", "sdk",
+    Server("gateway-own", "SDK behind the gatehouse gateway, on a core of its own", SHARED_SDK, "sdk",
            proxy="gateway", proxy_own_core=True),
-    Server("nginx-own", "SDK behind nginx, on a core of its own", "apps.guard_sdk:unguarded" if NGINX else None,
+    Server("nginx-own", "SDK behind nginx, on a core of its own", SHARED_SDK if NGINX else None,
            "sdk", authenticated=False, sends_token=True, proxy="nginx", proxy_own_core=True, skip_note=NO_NGINX),
 ]  # fmt: skip
 
@@ -442,49 +446,97 @@ def _nginx_argv(upstream_port: int, port: int, work: Path) -> list[str]:
     return [NGINX, "-p", str(prefix), "-e", "stderr", "-c", str(config)]
 
 
-@contextlib.asynccontextmanager
-async def launch(
-    spec: Server, ctx: dict[str, Any], server_cpu: int | None, proxy_cpu: int | None = None
-) -> AsyncIterator[Launched]:
-    """Start the server (behind a proxy: the upstream, then the proxy in front), pinned to the
-    server core, the proxy to ``proxy_cpu`` when given; stop everything on exit."""
-    assert spec.app is not None
-    port = free_port()
-    resource = f"http://127.0.0.1:{port}/mcp"
-    env = {
+def _bench_env(ctx: dict[str, Any], resource: str, **extra: str) -> dict[str, str]:
+    return {
         **os.environ,
         "BENCH_RESOURCE": resource,
         "BENCH_ISSUER": ISSUER,
         "BENCH_JWKS_URI": ctx["jwks_uri"],
         "FASTMCP_LOG_LEVEL": "WARNING",
         "FASTMCP_SHOW_SERVER_BANNER": "false",
+        **extra,
     }
-    work = Path(ctx["work"])
-    if spec.proxy is None:
-        process = ServerProcess(
-            spec.label, _uvicorn(spec.app, port), port, work / f"{spec.key}-{port}.log", env=env, cpu=server_cpu
-        )
-        async with running(process, "/mcp"):
-            yield Launched(port, resource, [process])
+
+
+@dataclass
+class SharedServer:
+    """The process every SHARED_SDK row talks to: one SDK server instance, a port per guise."""
+
+    process: ServerProcess
+    ports: dict[str, int]  # "sdk" (bare), "gatehouse"
+
+
+@contextlib.asynccontextmanager
+async def shared_sdk_server(
+    specs: list[Server], ctx: dict[str, Any], server_cpu: int | None, label: str
+) -> AsyncIterator[SharedServer | None]:
+    """Start the SHARED_SDK process (``serve_ports.py``) on the server core with a port for each
+    ``port_name`` the rows use; None when no row uses it. Its bare and guarded rows then differ
+    in the guard alone: same process, same server instance, same memory layout and hash seed.
+    Two processes running the very same server were up to 20% apart on this machine."""
+    names = {"sdk"} | {s.port_name for s in specs if s.app == SHARED_SDK}
+    if not any(s.app == SHARED_SDK for s in specs):
+        yield None
         return
-    upstream_port = free_port()
-    while upstream_port == port:
-        upstream_port = free_port()
-    upstream = ServerProcess(
-        "upstream", _uvicorn(spec.app, upstream_port), upstream_port,
-        work / f"{spec.key}-upstream-{upstream_port}.log", env=env, cpu=server_cpu,
-    )  # fmt: skip
-    if spec.proxy == "nginx":
-        argv = _nginx_argv(upstream_port, port, work)
-    else:
-        policy = work / "gateway-policy.toml"
-        policy.write_text(GATEWAY_POLICY)
-        argv = _gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy)
-    proxy = ServerProcess(
-        spec.proxy, argv, port, work / f"{spec.key}-{port}.log", env=env,
-        cpu=server_cpu if proxy_cpu is None else proxy_cpu,
-    )  # fmt: skip
-    async with running(upstream, "/mcp"), running(proxy, "/mcp"):  # the gateway answers 401 when up
+    ports: dict[str, int] = {}
+    for name in sorted(names):
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[name] = port
+    argv = [sys.executable, str(BENCH_DIR / "serve_ports.py"), SHARED_SDK, *map(str, ports.values())]
+    env = _bench_env(ctx, f"http://127.0.0.1:{ports['sdk']}/mcp", BENCH_PORTS=json.dumps(ports))
+    process = ServerProcess(
+        "upstream", argv, ports["sdk"], Path(ctx["work"]) / f"sdk-shared-{label}.log", env=env, cpu=server_cpu
+    )
+    async with running(process, "/mcp"):
+        _log(f"SDK server, shared by {len(ports)} ports {ports}: pid {process.pid} on cpus {sorted(process.affinity() or [])}")
+        yield SharedServer(process, ports)
+
+
+@contextlib.asynccontextmanager
+async def launch(
+    spec: Server, ctx: dict[str, Any], server_cpu: int | None, proxy_cpu: int | None = None
+) -> AsyncIterator[Launched]:
+    """The server under test, started (its own process, or behind a proxy: the upstream, then
+    the proxy in front) and pinned to the server core, the proxy to ``proxy_cpu`` when given; or,
+    for SHARED_SDK rows, the port of ``ctx["shared"]`` (already running). Stops what it started."""
+    assert spec.app is not None
+    port = free_port()
+    work = Path(ctx["work"])
+    async with contextlib.AsyncExitStack() as stack:
+        if spec.app == SHARED_SDK:
+            shared: SharedServer = ctx["shared"]
+            upstream, upstream_port = shared.process, shared.ports[spec.port_name]
+            if spec.proxy is None:
+                yield Launched(upstream_port, f"http://127.0.0.1:{upstream_port}/mcp", [upstream])
+                return
+        else:
+            upstream_port = free_port()
+            while upstream_port == port:
+                upstream_port = free_port()
+            env = _bench_env(ctx, f"http://127.0.0.1:{upstream_port}/mcp")
+            name = spec.label if spec.proxy is None else "upstream"
+            upstream = ServerProcess(
+                name, _uvicorn(spec.app, upstream_port), upstream_port,
+                work / f"{spec.key}-{upstream_port}.log", env=env, cpu=server_cpu,
+            )  # fmt: skip
+            await stack.enter_async_context(running(upstream, "/mcp"))
+            if spec.proxy is None:
+                yield Launched(upstream_port, env["BENCH_RESOURCE"], [upstream])
+                return
+        resource = f"http://127.0.0.1:{port}/mcp"
+        if spec.proxy == "nginx":
+            argv = _nginx_argv(upstream_port, port, work)
+        else:
+            policy = work / "gateway-policy.toml"
+            policy.write_text(GATEWAY_POLICY)
+            argv = _gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy)
+        proxy = ServerProcess(
+            spec.proxy, argv, port, work / f"{spec.key}-{port}.log", env=_bench_env(ctx, resource),
+            cpu=server_cpu if proxy_cpu is None else proxy_cpu,
+        )  # fmt: skip
+        await stack.enter_async_context(running(proxy, "/mcp"))  # the gateway answers 401 when up
         yield Launched(port, resource, [proxy, upstream])
 
 
@@ -692,22 +744,37 @@ async def run_all(
             for round_no in range(args.rounds):
                 if args.rounds > 1:
                     _log(f"round {round_no + 1} of {args.rounds}")
-                if args.interleave:
-                    for row in await run_interleaved(measured, args, ctx, server_cpu, _pool_hint(results)):
-                        results.setdefault(row.server.key, []).append(row)
-                        rows[row.server.key] = _median(results[row.server.key])
-                    continue
-                # Each round starts one server later, so no server always runs first or last.
-                shift = round_no % len(measured) if measured else 0
-                for spec in measured[shift:] + measured[:shift]:
-                    hint = _pool_hint(results)
-                    try:
-                        row = await run_server(spec, args, ctx, server_cpu, hint)
-                    except (ServerError, OSError, TimeoutError) as exc:
-                        row = Row(spec, status="failed", note=str(exc))
-                    results.setdefault(spec.key, []).append(row)
-                    rows[spec.key] = _median(results[spec.key])
-                    _log("  " + _progress(row))
+                async with shared_sdk_server(measured, ctx, server_cpu, f"round{round_no + 1}") as shared:
+                    ctx["shared"] = shared
+                    await run_round(round_no, measured, args, ctx, server_cpu, rows, results)
+
+
+async def run_round(
+    round_no: int,
+    measured: list[Server],
+    args: argparse.Namespace,
+    ctx: dict[str, Any],
+    server_cpu: int | None,
+    rows: dict[str, Row],
+    results: dict[str, list[Row]],
+) -> None:
+    """One round: every server measured once, interleaved or one after the other."""
+    if args.interleave:
+        for row in await run_interleaved(measured, args, ctx, server_cpu, _pool_hint(results)):
+            results.setdefault(row.server.key, []).append(row)
+            rows[row.server.key] = _median(results[row.server.key])
+        return
+    # Each round starts one server later, so no server always runs first or last.
+    shift = round_no % len(measured) if measured else 0
+    for spec in measured[shift:] + measured[:shift]:
+        hint = _pool_hint(results)
+        try:
+            row = await run_server(spec, args, ctx, server_cpu, hint)
+        except (ServerError, OSError, TimeoutError) as exc:
+            row = Row(spec, status="failed", note=str(exc))
+        results.setdefault(spec.key, []).append(row)
+        rows[spec.key] = _median(results[spec.key])
+        _log("  " + _progress(row))
 
 
 def _pool_hint(results: dict[str, list[Row]]) -> float:

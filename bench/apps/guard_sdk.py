@@ -7,7 +7,10 @@ uvicorn factories (``--factory``), configured by the environment the benchmark s
 * ``unguarded``  - the bare server: stateless, JSON answers, no DNS-rebinding check;
 * ``gatehouse``  - the same server behind :class:`gatehouse.guard.Guard`;
 * ``sdk_auth``   - the same server behind the SDK's own bearer middleware, with a
-  :class:`JoseVerifier` (ES256 JWTs verified with joserfc against the JWKS, no cache).
+  :class:`JoseVerifier` (ES256 JWTs verified with joserfc against the JWKS, no cache);
+* ``by_port``    - one server instance answering on several ports (``BENCH_PORTS``, run with
+  ``serve_ports.py``): bare on one, behind its own guard on each of the others, so the guard
+  is compared with the very server it wraps, in the same process.
 """
 
 from __future__ import annotations
@@ -58,12 +61,10 @@ def unguarded() -> Starlette:
     return _sdk_app(_server())
 
 
-def gatehouse():
+def _guard(resource: str, issuer: str, jwks_uri: str):
     from gatehouse.guard import Guard, JWKSKeySource, JWTVerifier, Policy
 
-    resource, issuer, jwks_uri = _env()
-    mcp = _server()
-    guard = Guard(
+    return Guard(
         resource=resource,
         authorization_servers=[issuer],
         verifier=JWTVerifier(
@@ -71,11 +72,36 @@ def gatehouse():
         ),
         policy=Policy(tools={"echo": [SCOPE]}),
     )
+
+
+def gatehouse():
+    resource, issuer, jwks_uri = _env()
+    guard = _guard(resource, issuer, jwks_uri)
     # The guard hands non-HTTP scopes (the lifespan) to the SDK app, so the SDK app's lifespan,
     # which runs ``mcp.session_manager.run()``, runs as it would unguarded. (Mounted in a
     # Starlette app whose lifespan runs the session manager, as gatehouse/serve.py does, costs
     # Starlette's routing and middleware on top: about 10 us per call here.)
-    return guard.protect(_sdk_app(mcp))
+    return guard.protect(_sdk_app(_server()))
+
+
+def by_port():
+    """``BENCH_PORTS`` (JSON ``{"name": port}``): the port named ``sdk`` gets the bare server,
+    every other port the same server instance behind a guard of its own whose resource is that
+    port's ``/mcp`` URL. The lifespan (the SDK's session manager) runs once, through the bare app."""
+    ports: dict[str, int] = json.loads(os.environ["BENCH_PORTS"])
+    _, issuer, jwks_uri = _env()
+    bare = _sdk_app(_server())
+    apps = {
+        port: bare if name == "sdk" else _guard(f"http://127.0.0.1:{port}/mcp", issuer, jwks_uri).protect(bare)
+        for name, port in ports.items()
+    }
+
+    async def dispatch(scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await bare(scope, receive, send)
+        return await apps[scope["server"][1]](scope, receive, send)
+
+    return dispatch
 
 
 class JoseVerifier:
