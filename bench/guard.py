@@ -153,6 +153,15 @@ SERVERS = [
 ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One measured window: its round, the monotonic time of its middle, and what it measured."""
+
+    round_no: int
+    middle: float
+    result: LoadResult
+
+
 @dataclass
 class Row:
     server: Server
@@ -160,6 +169,7 @@ class Row:
     status: str = "ok"  # ok | skipped | failed
     note: str = ""
     round_results: list[LoadResult | None] = field(default_factory=list)  # every round's, in order
+    turns: list[Turn] = field(default_factory=list)  # every measured window of every round
     cpu_split: dict[str, float] = field(default_factory=dict)  # share of the core per process
 
     @property
@@ -189,6 +199,8 @@ class Row:
                 rounds_requests_per_s=[round(x, 1) for x in self.rounds],
                 rounds_p50_ms=[round(x, 3) for x in self.round_p50s],
                 rounds_p50_added_ms=[round(x, 3) for x in added_p50_per_round_ms(self, rows)],
+                windows_ratio=[round(x, 4) for x in _per_turn(self, rows, _requests_per_s, _quotient)],
+                windows_p50_added_ms=[round(x, 3) for x in _per_turn(self, rows, _p50_ms, _difference)],
                 ratio=_round(ratio(self, rows)),
                 ratio_per_cpu=_round(ratio(self, rows, per_cpu=True)),
                 p50_ms=_round(r.percentile_ms(50)),
@@ -226,30 +238,78 @@ def _per_round(row: Row, rows: dict[str, Row], compare: Callable[[LoadResult, Lo
     return [value for value in pairs if value is not None]
 
 
-def _paired(row: Row, rows: dict[str, Row], compare: Callable[[LoadResult, LoadResult], float | None]) -> float | None:
-    """``compare(row's result, its baseline's result)``. Over several rounds, the median of each
-    round's own comparison: servers measured in the same minutes are compared with each other,
-    so a drift in the machine's speed between rounds does not enter the figure."""
+Metric = Callable[[LoadResult], "float | None"]
+
+
+def _baseline_at(turns: list[Turn], round_no: int, middle: float, metric: Metric) -> float | None:
+    """The baseline's ``metric`` at time ``middle`` of round ``round_no``: interpolated linearly
+    between its windows just before and just after, so a steady drift of the machine's speed
+    between them cancels out; the nearest window alone at either end of the round."""
+    points = [(t.middle, value) for t in turns if t.round_no == round_no and (value := metric(t.result)) is not None]
+    before = [point for point in points if point[0] <= middle]
+    after = [point for point in points if point[0] >= middle]
+    if not before or not after:
+        return (before or after)[-1 if before else 0][1] if points else None
+    (t0, v0), (t1, v1) = before[-1], after[0]
+    return v0 if t1 == t0 else v0 + (v1 - v0) * (middle - t0) / (t1 - t0)
+
+
+def _per_turn(row: Row, rows: dict[str, Row], metric: Metric, combine: Callable[[float, float], float]) -> list[float]:
+    """``combine(row's metric, its baseline's metric at the same moment)`` for each of the row's
+    measured windows (turns of ``--interleave``, every round)."""
     base = rows.get(row.server.baseline)
-    if row.result is None or base is None or base.result is None:
-        return None
-    if len(row.round_results) > 1 and len(row.round_results) == len(base.round_results):
-        values = _per_round(row, rows, compare)
-        return statistics.median(values) if values else None
-    return compare(row.result, base.result)
+    if base is None:
+        return []
+    values = []
+    for turn in row.turns:
+        mine = metric(turn.result)
+        theirs = _baseline_at(base.turns, turn.round_no, turn.middle, metric)
+        if mine is not None and theirs is not None:
+            values.append(combine(mine, theirs))
+    return values
+
+
+def _paired(row: Row, rows: dict[str, Row], metric: Metric, combine: Callable[[float, float], float]) -> float | None:
+    """The median over the row's measured windows of ``combine(its metric, the baseline's)``,
+    the baseline taken at the same moment (:func:`_baseline_at`): each window is compared with
+    the machine as fast as it was then. With 2 s turns the unguarded server did from 0.92 to
+    1.04 times its own speed from one round to the next on 2026-11-28."""
+    values = _per_turn(row, rows, metric, combine)
+    return statistics.median(values) if values else None
+
+
+def _quotient(mine: float, theirs: float) -> float:
+    return mine / theirs if theirs else math.nan
+
+
+def _difference(mine: float, theirs: float) -> float:
+    return mine - theirs
+
+
+def _requests_per_s(result: LoadResult) -> float | None:
+    return result.requests_per_s or None
+
+
+def _requests_per_cpu_s(result: LoadResult) -> float | None:
+    return result.ops_per_server_cpu_second
+
+
+def _p50_ms(result: LoadResult) -> float | None:
+    return result.percentile_ms(50)
 
 
 def ratio(row: Row, rows: dict[str, Row], per_cpu: bool = False) -> float | None:
-    """Throughput relative to the row's unguarded baseline in the same run."""
+    """Throughput relative to the row's unguarded baseline in the same run, window by window."""
+    return _paired(row, rows, _requests_per_cpu_s if per_cpu else _requests_per_s, _quotient)
 
-    def compare(mine: LoadResult, theirs: LoadResult) -> float | None:
-        if per_cpu:
-            a, b = mine.ops_per_server_cpu_second, theirs.ops_per_server_cpu_second
-        else:
-            a, b = mine.requests_per_s, theirs.requests_per_s
-        return a / b if a and b else None
 
-    return _paired(row, rows, compare)
+def ratio_spread(row: Row, rows: dict[str, Row]) -> tuple[float, float, int] | None:
+    """The quartiles of the per-window ratios and their number: how far one window's figure strays."""
+    values = _per_turn(row, rows, _requests_per_s, _quotient)
+    if len(values) < 4:
+        return None
+    quartiles = statistics.quantiles(values, n=4)
+    return quartiles[0], quartiles[2], len(values)
 
 
 def _p50_difference(mine: LoadResult, theirs: LoadResult) -> float | None:
@@ -258,10 +318,10 @@ def _p50_difference(mine: LoadResult, theirs: LoadResult) -> float | None:
 
 
 def added_p50_ms(row: Row, rows: dict[str, Row]) -> float | None:
-    """The row's p50 minus its unguarded baseline's p50 (same run), in ms."""
+    """The row's p50 minus its unguarded baseline's p50 at the same moment, in ms (median over windows)."""
     if rows.get(row.server.baseline) is row:
         return None
-    return _paired(row, rows, _p50_difference)
+    return _paired(row, rows, _p50_ms, _difference)
 
 
 def added_p50_per_round_ms(row: Row, rows: dict[str, Row]) -> list[float]:
@@ -567,7 +627,9 @@ class Prepared:
     workers: list[Worker]
     tracker: ProcessesTracker
     pool: _Pool | None
+    round_no: int
     results: list[LoadResult] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
     cpu_used: dict[str, float] = field(default_factory=dict)  # seconds per process, all windows
 
     async def measure(self, duration: float, warmup: float, timeout: float) -> None:
@@ -576,11 +638,13 @@ class Prepared:
         result = await run_load(self.workers, duration, warmup, self.tracker, timeout, close_workers=False)
         after = _cpu_snapshot(self.server.processes)
         self.results.append(result)
+        self.turns.append(Turn(self.round_no, time.monotonic() - result.duration / 2, result))
         for name in after:
             self.cpu_used[name] = self.cpu_used.get(name, 0.0) + after[name] - before[name]
 
     def forget_warmup(self) -> None:
         self.results.clear()
+        self.turns.clear()
         self.cpu_used.clear()
 
     def close(self) -> None:
@@ -604,7 +668,7 @@ class Prepared:
             notes.append(f"token pool reused {self.pool.wrapped} time(s): some calls were cache hits")
         if result.errors or result.warmup_errors:
             notes.append("server log ends with:\n" + self.server.log_tail(8))
-        return Row(self.spec, result, note="; ".join(notes), cpu_split=split)
+        return Row(self.spec, result, note="; ".join(notes), cpu_split=split, turns=list(self.turns))
 
 
 async def prepare(
@@ -655,7 +719,7 @@ async def prepare(
         raw = call_request(host, token)
         workers = [StaticWorker(HttpConnection("127.0.0.1", port), raw, 200, EXPECT) for _ in range(args.concurrency)]
     tracker = ProcessesTracker([p.pid for p in server.processes], server_cpu)
-    prepared = Prepared(spec, server, workers, tracker, pool)
+    prepared = Prepared(spec, server, workers, tracker, pool, ctx.get("round_no", 0))
     stack.callback(prepared.close)
     return prepared
 
@@ -745,7 +809,7 @@ async def run_all(
                 if args.rounds > 1:
                     _log(f"round {round_no + 1} of {args.rounds}")
                 async with shared_sdk_server(measured, ctx, server_cpu, f"round{round_no + 1}") as shared:
-                    ctx["shared"] = shared
+                    ctx["shared"], ctx["round_no"] = shared, round_no
                     await run_round(round_no, measured, args, ctx, server_cpu, rows, results)
 
 
@@ -795,6 +859,8 @@ def _median(rows: list[Row]) -> Row:
     done.sort(key=lambda r: r.result.requests_per_s)
     chosen = done[(len(done) - 1) // 2]
     chosen.round_results = [r.result for r in rows]
+    every_turn = {(turn.round_no, turn.middle): turn for r in rows for turn in r.turns}  # chosen's own are there already
+    chosen.turns = sorted(every_turn.values(), key=lambda turn: (turn.round_no, turn.middle))
     return chosen
 
 
@@ -883,6 +949,10 @@ def render_table(rows: dict[str, Row]) -> str:
                 + " ms"
                 + ("; +p50 " + ", ".join(f"{x:+.2f}" for x in added) + " ms" if added else "")
             )
+        spread = ratio_spread(row, rows) if rows.get(row.server.baseline) is not row else None
+        if spread is not None:
+            low, high, count = spread
+            notes.append(f"  {row.server.label}: ratio per window {low:.3f} to {high:.3f} (quartiles of {count})")
         if row.result is not None:
             for kind, count in row.result.error_kinds.most_common(3):
                 notes.append(f"  {row.server.label}: {count} x {kind}")
@@ -1139,8 +1209,9 @@ def main(argv: list[str] | None = None) -> int:
         "\nratio = requests/s over the unguarded server of the same framework (SDK or FastMCP), same run;"
         "\n+p50 ms = p50 latency minus that unguarded server's p50 (gateway target: at most"
         f" {GATEWAY_P50_TARGET_MS:g} ms);"
-        "\nwith several rounds, ratio and +p50 are the median of each round's own figure, and req/s,"
-        "\np50 and p99 those of the round with the median req/s;"
+        "\nboth are the median over every measured window (turn) of every round, each window compared"
+        "\nwith the unguarded server's figure at the same moment, interpolated between its windows"
+        "\njust before and after; req/s, p50 and p99 are those of the round with the median req/s;"
         "\nsrv cpu = the server's share of its core (for the gateway: gateway and upstream processes"
         "\ntogether); req/cpu-s = requests per second of server CPU, and ratio/cpu the same ratio on it"
         "\n(robust when other processes share the core); gen cpu = the load generator's share of its"
