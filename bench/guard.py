@@ -325,7 +325,7 @@ def added_p50_ms(row: Row, rows: dict[str, Row]) -> float | None:
 
 
 def added_p50_per_round_ms(row: Row, rows: dict[str, Row]) -> list[float]:
-    """Each round's own +p50 (the figures whose median :func:`added_p50_ms` reports)."""
+    """Each round's own +p50, whole round against whole round (the notes show them beside the per-window median)."""
     return [] if rows.get(row.server.baseline) is row else _per_round(row, rows, _p50_difference)
 
 
@@ -686,10 +686,11 @@ async def prepare(
     mint: TokenMint = ctx["mint"]
     proxy_cpu = args.client_cpu if spec.proxy_own_core and server_cpu is not None else None
     server = await stack.enter_async_context(launch(spec, ctx, server_cpu, proxy_cpu))
-    for process in server.processes:
+    for index, process in enumerate(server.processes):  # the first listens on server.port (a shared process on several)
+        url = f"http://127.0.0.1:{server.port}" if index == 0 else process.base_url
         _log(
             f"{spec.label}: {process.name + ' ' if len(server.processes) > 1 else ''}pid {process.pid} "
-            f"on cpus {sorted(process.affinity() or [])}, {process.base_url}"
+            f"on cpus {sorted(process.affinity() or [])}, {url}"
         )
     port, resource = server.port, server.resource
     host = f"127.0.0.1:{port}"
