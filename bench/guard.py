@@ -108,6 +108,7 @@ CALL = json.dumps(
 ).encode()
 EXPECT = ECHO_TEXT.encode()
 TARGET = 0.95  # gatehouse.guard should keep this share of the unguarded throughput
+Z95 = statistics.NormalDist().inv_cdf(0.975)  # half-width of a 95% interval, in standard errors
 GATEWAY_P50_TARGET_MS = 1.0  # the gateway should add at most this to the unguarded p50
 POOL_HINT = 4000.0  # requests/s to mint fresh tokens for when no run has shown the rate yet
 SLICE_WARMUP = 0.25  # seconds of load before each measured slice of --interleave
@@ -206,6 +207,8 @@ class Row:
                 p50_ms=_round(r.percentile_ms(50)),
                 p99_ms=_round(r.percentile_ms(99)),
                 p50_added_ms=_round(added_p50_ms(self, rows)),
+                ratio_interval_95=_interval_json(ratio_estimate(self, rows)),
+                p50_added_interval_95_ms=_interval_json(added_p50_estimate(self, rows)),
                 errors=r.errors,
                 warmup_errors=r.warmup_errors,
                 error_kinds=dict(r.error_kinds.most_common(5)),
@@ -219,6 +222,12 @@ class Row:
             if self.server.proxy == "gateway":
                 data["p50_added_target_ms"] = GATEWAY_P50_TARGET_MS
         return data
+
+
+def _interval_json(estimate: Estimate | None) -> list[float] | None:
+    if estimate is None or math.isnan(estimate.low):
+        return None
+    return [round(estimate.low, 4), round(estimate.high, 4)]
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -254,28 +263,72 @@ def _baseline_at(turns: list[Turn], round_no: int, middle: float, metric: Metric
     return v0 if t1 == t0 else v0 + (v1 - v0) * (middle - t0) / (t1 - t0)
 
 
-def _per_turn(row: Row, rows: dict[str, Row], metric: Metric, combine: Callable[[float, float], float]) -> list[float]:
-    """``combine(row's metric, its baseline's metric at the same moment)`` for each of the row's
-    measured windows (turns of ``--interleave``, every round)."""
+def _pairs(row: Row, rows: dict[str, Row], metric: Metric) -> list[tuple[float, float]]:
+    """(row's metric, its baseline's metric at the same moment) for each of the row's measured
+    windows (turns of ``--interleave``, every round)."""
     base = rows.get(row.server.baseline)
     if base is None:
         return []
-    values = []
+    pairs = []
     for turn in row.turns:
         mine = metric(turn.result)
         theirs = _baseline_at(base.turns, turn.round_no, turn.middle, metric)
         if mine is not None and theirs is not None:
-            values.append(combine(mine, theirs))
-    return values
+            pairs.append((mine, theirs))
+    return pairs
 
 
-def _paired(row: Row, rows: dict[str, Row], metric: Metric, combine: Callable[[float, float], float]) -> float | None:
-    """The median over the row's measured windows of ``combine(its metric, the baseline's)``,
-    the baseline taken at the same moment (:func:`_baseline_at`): each window is compared with
-    the machine as fast as it was then. With 2 s turns the unguarded server did from 0.92 to
-    1.04 times its own speed from one round to the next on 2026-11-28."""
-    values = _per_turn(row, rows, metric, combine)
-    return statistics.median(values) if values else None
+def _per_turn(row: Row, rows: dict[str, Row], metric: Metric, combine: Callable[[float, float], float]) -> list[float]:
+    """``combine(mine, theirs)`` for each of :func:`_pairs`: every window's own figure."""
+    return [combine(mine, theirs) for mine, theirs in _pairs(row, rows, metric)]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure over many windows, with its 95% interval (normal approximation)."""
+
+    value: float
+    low: float
+    high: float
+    windows: int
+    deviation: float  # how far one window's own figure strays, as a standard deviation
+
+    @classmethod
+    def _with_error(cls, value: float, deviation: float, windows: int) -> Estimate:
+        if windows < 2:
+            return cls(value, math.nan, math.nan, windows, math.nan)
+        half = Z95 * deviation / math.sqrt(windows)
+        return cls(value, value - half, value + half, windows, deviation)
+
+    @classmethod
+    def of_differences(cls, pairs: list[tuple[float, float]]) -> Estimate | None:
+        """The mean of ``mine - theirs``."""
+        if not pairs:
+            return None
+        values = [mine - theirs for mine, theirs in pairs]
+        return cls._with_error(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+
+    @classmethod
+    def of_ratio(cls, pairs: list[tuple[float, float]]) -> Estimate | None:
+        """``sum(mine) / sum(theirs)``, the ratio estimator, and its standard error from the
+        residuals ``mine - ratio * theirs``. The mean of per-window quotients would be biased
+        upwards by about the square of a window's relative spread (1.4% at 12%), since 1/x is convex."""
+        theirs_total = sum(theirs for _, theirs in pairs)
+        if not pairs or not theirs_total:
+            return None
+        value = sum(mine for mine, _ in pairs) / theirs_total
+        if len(pairs) < 2:
+            return cls._with_error(value, 0.0, 1)
+        residual_sd = math.sqrt(sum((mine - value * theirs) ** 2 for mine, theirs in pairs) / (len(pairs) - 1))
+        return cls._with_error(value, residual_sd / (theirs_total / len(pairs)), len(pairs))
+
+    def interval(self, spec: str, unit: str = "") -> str:
+        if math.isnan(self.low):
+            return f"{self.windows} window, no interval"
+        return (
+            f"95% interval {self.low:{spec}}{unit} to {self.high:{spec}}{unit} over {self.windows} windows"
+            f" (one window strays by {self.deviation:{spec.lstrip('+')}}{unit})"
+        )
 
 
 def _quotient(mine: float, theirs: float) -> float:
@@ -298,18 +351,17 @@ def _p50_ms(result: LoadResult) -> float | None:
     return result.percentile_ms(50)
 
 
+def ratio_estimate(row: Row, rows: dict[str, Row], per_cpu: bool = False) -> Estimate | None:
+    """Throughput relative to the row's unguarded baseline in the same run: the row's requests
+    over the baseline's at the same moments (:func:`_baseline_at`), so each window is compared
+    with the machine as fast as it was then. One 2 s window strays by about 12% on this machine
+    (2026-11-28): the interval says whether a target was shown."""
+    return Estimate.of_ratio(_pairs(row, rows, _requests_per_cpu_s if per_cpu else _requests_per_s))
+
+
 def ratio(row: Row, rows: dict[str, Row], per_cpu: bool = False) -> float | None:
-    """Throughput relative to the row's unguarded baseline in the same run, window by window."""
-    return _paired(row, rows, _requests_per_cpu_s if per_cpu else _requests_per_s, _quotient)
-
-
-def ratio_spread(row: Row, rows: dict[str, Row]) -> tuple[float, float, int] | None:
-    """The quartiles of the per-window ratios and their number: how far one window's figure strays."""
-    values = _per_turn(row, rows, _requests_per_s, _quotient)
-    if len(values) < 4:
-        return None
-    quartiles = statistics.quantiles(values, n=4)
-    return quartiles[0], quartiles[2], len(values)
+    estimate = ratio_estimate(row, rows, per_cpu)
+    return None if estimate is None else estimate.value
 
 
 def _p50_difference(mine: LoadResult, theirs: LoadResult) -> float | None:
@@ -317,11 +369,16 @@ def _p50_difference(mine: LoadResult, theirs: LoadResult) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def added_p50_ms(row: Row, rows: dict[str, Row]) -> float | None:
-    """The row's p50 minus its unguarded baseline's p50 at the same moment, in ms (median over windows)."""
+def added_p50_estimate(row: Row, rows: dict[str, Row]) -> Estimate | None:
+    """The row's p50 minus its unguarded baseline's p50 at the same moment, in ms, window by window."""
     if rows.get(row.server.baseline) is row:
         return None
-    return _paired(row, rows, _p50_ms, _difference)
+    return Estimate.of_differences(_pairs(row, rows, _p50_ms))
+
+
+def added_p50_ms(row: Row, rows: dict[str, Row]) -> float | None:
+    estimate = added_p50_estimate(row, rows)
+    return None if estimate is None else estimate.value
 
 
 def added_p50_per_round_ms(row: Row, rows: dict[str, Row]) -> list[float]:
@@ -950,19 +1007,50 @@ def render_table(rows: dict[str, Row]) -> str:
                 + " ms"
                 + ("; +p50 " + ", ".join(f"{x:+.2f}" for x in added) + " ms" if added else "")
             )
-        spread = ratio_spread(row, rows) if rows.get(row.server.baseline) is not row else None
-        if spread is not None:
-            low, high, count = spread
-            notes.append(f"  {row.server.label}: ratio per window {low:.3f} to {high:.3f} (quartiles of {count})")
+        throughput, latency = ratio_estimate(row, rows), added_p50_estimate(row, rows)
+        if throughput is not None and latency is not None:
+            notes.append(
+                f"  {row.server.label}: ratio {throughput.value:.3f}, {throughput.interval('.3f')};"
+                f" +p50 {latency.value:+.2f} ms, {latency.interval('+.2f', ' ms')}"
+            )
         if row.result is not None:
             for kind, count in row.result.error_kinds.most_common(3):
                 notes.append(f"  {row.server.label}: {count} x {kind}")
     if notes:
         out += ["", "notes:", *notes]
-    verdict = gateway_verdict(rows)
-    if verdict:
-        out += ["", verdict]
+    verdicts = [line for line in (guard_verdict(rows), gateway_verdict(rows)) if line]
+    if verdicts:
+        out += ["", *verdicts]
     return "\n".join(out)
+
+
+def against_target(estimate: Estimate, target: float, at_most: bool, spec: str, unit: str = "") -> str:
+    """``estimate`` against ``target`` (an upper bound when ``at_most``): met or MISSED by the
+    mean, and whether the 95% interval lies wholly on that side, so noise cannot explain it."""
+    met = estimate.value <= target if at_most else estimate.value >= target
+    near, far = (estimate.high, estimate.low) if at_most else (estimate.low, estimate.high)
+    if math.isnan(near):
+        shown = "one window: no interval"
+    elif (near <= target) if at_most else (near >= target):
+        shown = f"the whole 95% interval is within it ({estimate.low:{spec}} to {estimate.high:{spec}}{unit})"
+    elif (far > target) if at_most else (far < target):
+        shown = f"the whole 95% interval is past it ({estimate.low:{spec}} to {estimate.high:{spec}}{unit})"
+    else:
+        shown = f"not beyond the noise: the 95% interval is {estimate.low:{spec}} to {estimate.high:{spec}}{unit}"
+    bound = "<=" if at_most else ">="
+    return f"target {bound} {target:g}{unit}: {'met' if met else 'MISSED'}; {shown}"
+
+
+def guard_verdict(rows: dict[str, Row]) -> str:
+    """A line on gatehouse.guard's throughput against TARGET ("" when it was not measured)."""
+    row = rows.get("gatehouse")
+    estimate = ratio_estimate(row, rows) if row is not None and row.result is not None else None
+    if estimate is None:
+        return ""
+    return (
+        f"gatehouse.guard keeps {estimate.value:.3f} of the unguarded SDK server's throughput over"
+        f" {estimate.windows} windows ({against_target(estimate, TARGET, at_most=False, spec='.3f')})"
+    )
 
 
 def gateway_verdict(rows: dict[str, Row]) -> str:
@@ -976,7 +1064,7 @@ def gateway_verdict(rows: dict[str, Row]) -> str:
         row = rows.get(key)
         if row is None or row.result is None:
             continue
-        added = added_p50_ms(row, rows)
+        added = added_p50_estimate(row, rows)
         if added is None:
             lines.append(f"gateway {placement}: no unguarded SDK row in this run to compare its p50 with")
             continue
@@ -984,8 +1072,7 @@ def gateway_verdict(rows: dict[str, Row]) -> str:
         lines.append(
             f"gateway {placement}: {r.requests_per_s:,.0f} req/s ({_fmt(ratio(row, rows), '.2f')}x unguarded SDK), "
             f"p50 {_fmt(r.percentile_ms(50), '.2f')} ms, p99 {_fmt(r.percentile_ms(99), '.2f')} ms; "
-            f"adds {added:+.2f} ms at p50 (target <= {GATEWAY_P50_TARGET_MS:g} ms: "
-            f"{'met' if added <= GATEWAY_P50_TARGET_MS else 'MISSED'})"
+            f"adds {added.value:+.2f} ms at p50 ({against_target(added, GATEWAY_P50_TARGET_MS, True, '+.2f', ' ms')})"
             + _proxy_floor(rows.get(nginx_key), rows)
         )
     return "\n".join(lines)
@@ -1210,9 +1297,10 @@ def main(argv: list[str] | None = None) -> int:
         "\nratio = requests/s over the unguarded server of the same framework (SDK or FastMCP), same run;"
         "\n+p50 ms = p50 latency minus that unguarded server's p50 (gateway target: at most"
         f" {GATEWAY_P50_TARGET_MS:g} ms);"
-        "\nboth are the median over every measured window (turn) of every round, each window compared"
+        "\nboth are the mean over every measured window (turn) of every round, each window compared"
         "\nwith the unguarded server's figure at the same moment, interpolated between its windows"
-        "\njust before and after; req/s, p50 and p99 are those of the round with the median req/s;"
+        "\njust before and after (the notes give the 95% interval of that mean); req/s, p50 and p99"
+        "\nare those of the round with the median req/s;"
         "\nsrv cpu = the server's share of its core (for the gateway: gateway and upstream processes"
         "\ntogether); req/cpu-s = requests per second of server CPU, and ratio/cpu the same ratio on it"
         "\n(robust when other processes share the core); gen cpu = the load generator's share of its"
