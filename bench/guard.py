@@ -12,10 +12,12 @@ process, the load generator, pins itself to the client core (default 1), as in `
 The unguarded SDK server, the same server behind ``gatehouse.guard``, and the upstream of every
 proxy are one process and one server instance, answering bare on one port and guarded on another
 (``serve_ports.py``, ``apps.guard_sdk:by_port``), so that the guard's row differs from its
-baseline by the guard alone; every other server is a process of its own. All servers are started together and take turns of ``--interleave`` seconds
-(2; each after 0.25 s of unmeasured load) until each has had ``--duration``: the speed of a shared
-cloud machine drifts by tens of percent within minutes, and taking turns spreads the drift over
-every server instead of charging it to whichever ran at the time.
+baseline by the guard alone; every other server is a process of its own. All servers are started
+together and take turns of ``--interleave`` seconds (2; each after 0.25 s of unmeasured load)
+until each has had ``--duration``: the speed of a shared cloud machine drifts by tens of percent
+within minutes, and taking turns spreads the drift over every server instead of charging it to
+whichever ran at the time. Each row is then compared window by window with its baseline at the
+same moment (:func:`ratio_estimate`), with a 95% interval: one 2 s window strays by about 12%.
 
 Each client sends the same stateless JSON-RPC ``tools/call`` of the tool ``echo`` over a
 keep-alive connection, with the same bearer token every time (a long-lived session: verifier
@@ -306,7 +308,8 @@ class Estimate:
         if not pairs:
             return None
         values = [mine - theirs for mine, theirs in pairs]
-        return cls._with_error(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+        deviation = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls._with_error(statistics.fmean(values), deviation, len(values))
 
     @classmethod
     def of_ratio(cls, pairs: list[tuple[float, float]]) -> Estimate | None:
@@ -382,7 +385,7 @@ def added_p50_ms(row: Row, rows: dict[str, Row]) -> float | None:
 
 
 def added_p50_per_round_ms(row: Row, rows: dict[str, Row]) -> list[float]:
-    """Each round's own +p50, whole round against whole round (the notes show them beside the per-window median)."""
+    """Each round's own +p50, whole round against whole round (the notes show them beside the per-window figures)."""
     return [] if rows.get(row.server.baseline) is row else _per_round(row, rows, _p50_difference)
 
 
@@ -589,8 +592,7 @@ async def shared_sdk_server(
 ) -> AsyncIterator[SharedServer | None]:
     """Start the SHARED_SDK process (``serve_ports.py``) on the server core with a port for each
     ``port_name`` the rows use; None when no row uses it. Its bare and guarded rows then differ
-    in the guard alone: same process, same server instance, same memory layout and hash seed.
-    Two processes running the very same server were up to 20% apart on this machine."""
+    in the guard alone: same process, same server instance, same memory layout and hash seed."""
     names = {"sdk"} | {s.port_name for s in specs if s.app == SHARED_SDK}
     if not any(s.app == SHARED_SDK for s in specs):
         yield None
@@ -607,7 +609,8 @@ async def shared_sdk_server(
         "upstream", argv, ports["sdk"], Path(ctx["work"]) / f"sdk-shared-{label}.log", env=env, cpu=server_cpu
     )
     async with running(process, "/mcp"):
-        _log(f"SDK server, shared by {len(ports)} ports {ports}: pid {process.pid} on cpus {sorted(process.affinity() or [])}")
+        cpus = sorted(process.affinity() or [])
+        _log(f"SDK server, shared by {len(ports)} ports {ports}: pid {process.pid} on cpus {cpus}")
         yield SharedServer(process, ports)
 
 
@@ -917,7 +920,8 @@ def _median(rows: list[Row]) -> Row:
     done.sort(key=lambda r: r.result.requests_per_s)
     chosen = done[(len(done) - 1) // 2]
     chosen.round_results = [r.result for r in rows]
-    every_turn = {(turn.round_no, turn.middle): turn for r in rows for turn in r.turns}  # chosen's own are there already
+    # chosen's own turns may hold earlier rounds' already: one entry per window
+    every_turn = {(turn.round_no, turn.middle): turn for r in rows for turn in r.turns}
     chosen.turns = sorted(every_turn.values(), key=lambda turn: (turn.round_no, turn.middle))
     return chosen
 
