@@ -1053,7 +1053,8 @@ def guard_verdict(rows: dict[str, Row]) -> str:
         return ""
     return (
         f"gatehouse.guard keeps {estimate.value:.3f} of the unguarded SDK server's throughput over"
-        f" {estimate.windows} windows ({against_target(estimate, TARGET, at_most=False, spec='.3f')})"
+        f" {estimate.windows} window{'' if estimate.windows == 1 else 's'}"
+        f" ({against_target(estimate, TARGET, at_most=False, spec='.3f')})"
     )
 
 
