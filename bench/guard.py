@@ -622,29 +622,23 @@ async def launch(
     the proxy in front) and pinned to the server core, the proxy to ``proxy_cpu`` when given; or,
     for SHARED_SDK rows, the port of ``ctx["shared"]`` (already running). Stops what it started."""
     assert spec.app is not None
-    port = free_port()
     work = Path(ctx["work"])
     async with contextlib.AsyncExitStack() as stack:
         if spec.app == SHARED_SDK:
             shared: SharedServer = ctx["shared"]
             upstream, upstream_port = shared.process, shared.ports[spec.port_name]
-            if spec.proxy is None:
-                yield Launched(upstream_port, f"http://127.0.0.1:{upstream_port}/mcp", [upstream])
-                return
         else:
             upstream_port = free_port()
-            while upstream_port == port:
-                upstream_port = free_port()
-            env = _bench_env(ctx, f"http://127.0.0.1:{upstream_port}/mcp")
-            name = spec.label if spec.proxy is None else "upstream"
             upstream = ServerProcess(
-                name, _uvicorn(spec.app, upstream_port), upstream_port,
-                work / f"{spec.key}-{upstream_port}.log", env=env, cpu=server_cpu,
+                spec.label if spec.proxy is None else "upstream", _uvicorn(spec.app, upstream_port), upstream_port,
+                work / f"{spec.key}-{upstream_port}.log", env=_bench_env(ctx, f"http://127.0.0.1:{upstream_port}/mcp"),
+                cpu=server_cpu,
             )  # fmt: skip
             await stack.enter_async_context(running(upstream, "/mcp"))
-            if spec.proxy is None:
-                yield Launched(upstream_port, env["BENCH_RESOURCE"], [upstream])
-                return
+        if spec.proxy is None:
+            yield Launched(upstream_port, f"http://127.0.0.1:{upstream_port}/mcp", [upstream])
+            return
+        port = free_port()  # the upstream listens already, so the kernel cannot hand out its port
         resource = f"http://127.0.0.1:{port}/mcp"
         if spec.proxy == "nginx":
             argv = _nginx_argv(upstream_port, port, work)
