@@ -236,19 +236,6 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _per_round(row: Row, rows: dict[str, Row], compare: Callable[[LoadResult, LoadResult], float | None]) -> list[float]:
-    """``compare(row's result, its baseline's result)`` for each round both were measured in."""
-    base = rows.get(row.server.baseline)
-    if base is None or len(row.round_results) != len(base.round_results):
-        return []
-    pairs = [
-        compare(mine, theirs)
-        for mine, theirs in zip(row.round_results, base.round_results)
-        if mine is not None and theirs is not None
-    ]
-    return [value for value in pairs if value is not None]
-
-
 Metric = Callable[[LoadResult], "float | None"]
 
 
@@ -367,11 +354,6 @@ def ratio(row: Row, rows: dict[str, Row], per_cpu: bool = False) -> float | None
     return None if estimate is None else estimate.value
 
 
-def _p50_difference(mine: LoadResult, theirs: LoadResult) -> float | None:
-    a, b = mine.percentile_ms(50), theirs.percentile_ms(50)
-    return None if a is None or b is None else a - b
-
-
 def added_p50_estimate(row: Row, rows: dict[str, Row]) -> Estimate | None:
     """The row's p50 minus its unguarded baseline's p50 at the same moment, in ms, window by window."""
     if rows.get(row.server.baseline) is row:
@@ -384,9 +366,24 @@ def added_p50_ms(row: Row, rows: dict[str, Row]) -> float | None:
     return None if estimate is None else estimate.value
 
 
+def _per_round(row: Row, rows: dict[str, Row], metric: Metric, combine: Callable[[float, float], float]) -> list[float]:
+    """``combine(row's metric, its baseline's)``, whole round against whole round, for each round
+    both were measured in."""
+    base = rows.get(row.server.baseline)
+    if base is None or len(row.round_results) != len(base.round_results):
+        return []
+    values = []
+    for mine, theirs in zip(row.round_results, base.round_results):
+        a = metric(mine) if mine is not None else None
+        b = metric(theirs) if theirs is not None else None
+        if a is not None and b is not None:
+            values.append(combine(a, b))
+    return values
+
+
 def added_p50_per_round_ms(row: Row, rows: dict[str, Row]) -> list[float]:
     """Each round's own +p50, whole round against whole round (the notes show them beside the per-window figures)."""
-    return [] if rows.get(row.server.baseline) is row else _per_round(row, rows, _p50_difference)
+    return [] if rows.get(row.server.baseline) is row else _per_round(row, rows, _p50_ms, _difference)
 
 
 # --------------------------------------------------------------------------------------------
