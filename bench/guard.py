@@ -13,11 +13,13 @@ The unguarded SDK server, the same server behind ``gatehouse.guard``, and the up
 proxy are one process and one server instance, answering bare on one port and guarded on another
 (``serve_ports.py``, ``apps.guard_sdk:by_port``), so that the guard's row differs from its
 baseline by the guard alone; every other server is a process of its own. All servers are started
-together and take turns of ``--interleave`` seconds (2; each after 0.25 s of unmeasured load)
+together and take turns of ``--interleave`` seconds (0.5; each after 0.125 s of unmeasured load)
 until each has had ``--duration``: the speed of a shared cloud machine drifts by tens of percent
 within minutes, and taking turns spreads the drift over every server instead of charging it to
 whichever ran at the time. Each row is then compared window by window with its baseline at the
-same moment (:func:`ratio_estimate`), with a 95% interval: one 2 s window strays by about 12%.
+same moment (:func:`ratio_estimate`), with a 95% interval: one window strays by about 12%,
+whether it lasts 0.5 s or 2 s, so short turns give four times the windows, and half the
+interval, for the same time.
 
 Each client sends the same stateless JSON-RPC ``tools/call`` of the tool ``echo`` over a
 keep-alive connection, with the same bearer token every time (a long-lived session: verifier
@@ -110,7 +112,21 @@ CALL = json.dumps(
 ).encode()
 EXPECT = ECHO_TEXT.encode()
 TARGET = 0.95  # gatehouse.guard should keep this share of the unguarded throughput
-Z95 = statistics.NormalDist().inv_cdf(0.975)  # half-width of a 95% interval, in standard errors
+Z95 = statistics.NormalDist().inv_cdf(0.975)
+T95_UP_TO_30 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+                2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t95(degrees_of_freedom: int) -> float:
+    """Half-width of a two-sided 95% interval in standard errors, from Student's t: with a
+    deviation estimated from a few windows the normal 1.96 would claim far too much (4 windows
+    need 3.18). Tabulated up to 30 degrees of freedom, then the Cornish-Fisher expansion
+    (Abramowitz and Stegun 26.7.5), within 0.001 of the table from 30 on."""
+    if degrees_of_freedom <= len(T95_UP_TO_30):
+        return T95_UP_TO_30[degrees_of_freedom - 1]
+    z, v = Z95, degrees_of_freedom
+    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3))
 GATEWAY_P50_TARGET_MS = 1.0  # the gateway should add at most this to the unguarded p50
 POOL_HINT = 4000.0  # requests/s to mint fresh tokens for when no run has shown the rate yet
 SLICE_WARMUP = 0.25  # seconds of load before each measured slice of --interleave
@@ -203,6 +219,7 @@ class Row:
                 rounds_p50_ms=[round(x, 3) for x in self.round_p50s],
                 rounds_p50_added_ms=[round(x, 3) for x in added_p50_per_round_ms(self, rows)],
                 windows_ratio=[round(x, 4) for x in _per_turn(self, rows, _requests_per_s, _quotient)],
+                windows_ratio_per_cpu=[round(x, 4) for x in _per_turn(self, rows, _requests_per_cpu_s, _quotient)],
                 windows_p50_added_ms=[round(x, 3) for x in _per_turn(self, rows, _p50_ms, _difference)],
                 ratio=_round(ratio(self, rows)),
                 ratio_per_cpu=_round(ratio(self, rows, per_cpu=True)),
@@ -274,7 +291,7 @@ def _per_turn(row: Row, rows: dict[str, Row], metric: Metric, combine: Callable[
 
 @dataclass(frozen=True)
 class Estimate:
-    """A figure over many windows, with its 95% interval (normal approximation)."""
+    """A figure over many windows, with its 95% interval (Student's t on the windows' spread)."""
 
     value: float
     low: float
@@ -286,7 +303,7 @@ class Estimate:
     def _with_error(cls, value: float, deviation: float, windows: int) -> Estimate:
         if windows < 2:
             return cls(value, math.nan, math.nan, windows, math.nan)
-        half = Z95 * deviation / math.sqrt(windows)
+        half = t95(windows - 1) * deviation / math.sqrt(windows)
         return cls(value, value - half, value + half, windows, deviation)
 
     @classmethod
@@ -344,7 +361,7 @@ def _p50_ms(result: LoadResult) -> float | None:
 def ratio_estimate(row: Row, rows: dict[str, Row], per_cpu: bool = False) -> Estimate | None:
     """Throughput relative to the row's unguarded baseline in the same run: the row's requests
     over the baseline's at the same moments (:func:`_baseline_at`), so each window is compared
-    with the machine as fast as it was then. One 2 s window strays by about 12% on this machine
+    with the machine as fast as it was then. One window strays by about 12% on this machine
     (2026-11-28): the interval says whether a target was shown."""
     return Estimate.of_ratio(_pairs(row, rows, _requests_per_cpu_s if per_cpu else _requests_per_s))
 
@@ -1204,10 +1221,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--interleave",
         type=float,
-        default=2.0,
+        default=0.5,
         metavar="SECONDS",
         help="start every server at once and measure them in turns of SECONDS until each has had "
-        "--duration (2); 0 measures one server after the other",
+        "--duration (0.5); 0 measures one server after the other",
     )
     parser.add_argument(
         "--concurrency", "-c", type=int, default=16, help="concurrent clients (16)"
