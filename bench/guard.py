@@ -114,20 +114,10 @@ CALL = json.dumps(
 EXPECT = ECHO_TEXT.encode()
 TARGET = 0.95  # gatehouse.guard should keep this share of the unguarded throughput
 Z95 = statistics.NormalDist().inv_cdf(0.975)
-T95_UP_TO_30 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-                2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t95(degrees_of_freedom: int) -> float:
-    """Half-width of a two-sided 95% interval in standard errors, from Student's t: with a
-    deviation estimated from a few windows the normal 1.96 would claim far too much (4 windows
-    need 3.18). Tabulated up to 30 degrees of freedom, then the Cornish-Fisher expansion
-    (Abramowitz and Stegun 26.7.5), within 0.001 of the table from 30 on."""
-    if degrees_of_freedom <= len(T95_UP_TO_30):
-        return T95_UP_TO_30[degrees_of_freedom - 1]
-    z, v = Z95, degrees_of_freedom
-    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3))
+T95_UP_TO_30 = (  # Student's t, 0.975 quantile, for 1 to 30 degrees of freedom (see t95)
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)
 GATEWAY_P50_TARGET_MS = 1.0  # the gateway should add at most this to the unguarded p50
 POOL_HINT = 4000.0  # requests/s to mint fresh tokens for when no run has shown the rate yet
 SLICE_WARMUP = 0.25  # seconds of load before each measured slice of --interleave
@@ -288,6 +278,18 @@ def _pairs(row: Row, rows: dict[str, Row], metric: Metric) -> list[tuple[float, 
 def _per_turn(row: Row, rows: dict[str, Row], metric: Metric, combine: Callable[[float, float], float]) -> list[float]:
     """``combine(mine, theirs)`` for each of :func:`_pairs`: every window's own figure."""
     return [combine(mine, theirs) for mine, theirs in _pairs(row, rows, metric)]
+
+
+def t95(degrees_of_freedom: int) -> float:
+    """Half-width of a two-sided 95% interval in standard errors, from Student's t: with a
+    deviation estimated from a few windows the normal 1.96 would claim far too much (4 windows
+    need 3.18). Tabulated up to 30 degrees of freedom, then the Cornish-Fisher expansion
+    (Abramowitz and Stegun 26.7.5), within 0.001 of the table from 30 on."""
+    if degrees_of_freedom <= len(T95_UP_TO_30):
+        return T95_UP_TO_30[degrees_of_freedom - 1]
+    z, v = Z95, degrees_of_freedom
+    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3))
 
 
 @dataclass(frozen=True)
