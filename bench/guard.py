@@ -37,8 +37,12 @@ every request (the cost of a cache miss). Servers (``--only``):
 * ``gateway``          the unguarded SDK server (``sdk``'s port) as the upstream,
                        behind ``gatehouse gateway`` (a second process, the CLI as shipped): both
                        processes share the server core and both count as server CPU
+* ``gateway-preempting`` the same, with ``--no-batch-scheduling``: the gateway under the
+                       default scheduling policy, whose wakeups preempt the upstream on their
+                       shared core (gatehouse.guard.scheduling says why the gateway avoids that)
 * ``nginx``            the same upstream behind nginx as a plain reverse proxy (no token check,
-                       ``Authorization`` stripped, kept-alive upstream connections, one process),
+                       ``Authorization`` stripped, kept-alive upstream connections, one process,
+                       ``SCHED_BATCH`` as the gateway),
                        placed like the gateway: what any proxy process in C costs on that core,
                        the floor for the gateway's row (skipped when ``nginx`` is not installed)
 * ``gateway-own``      the gateway again, but on the load generator's core, away from its
@@ -125,6 +129,7 @@ GATEWAY_POLICY = f'[tools]\necho = ["{SCOPE}"]\n'
 SHARED_SDK = "apps.guard_sdk:by_port"  # one process: the bare SDK server, and each guard on a port of its own
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")  # sbin: not on every user's PATH
 NO_NGINX = "nginx is not installed (Debian: apt-get install nginx-light)"
+CHRT = shutil.which("chrt")  # util-linux
 
 
 @dataclass
@@ -141,6 +146,7 @@ class Server:
     skip_note: str = ""
     proxy: str | None = None  # "gateway" or "nginx": ``app`` runs as the upstream of that process
     proxy_own_core: bool = False  # the proxy on the generator's core, not beside its upstream
+    proxy_options: tuple[str, ...] = ()  # more command-line options for the gateway
     port_name: str = "sdk"  # with ``app`` = SHARED_SDK: which of that process's ports serves (or is the upstream)
 
 
@@ -154,6 +160,8 @@ SERVERS = [
     Server("fastmcp", "FastMCP, unguarded", "apps.guard_fastmcp:plain", "fastmcp", authenticated=False),
     Server("fastmcp-jwt", "FastMCP + JWTVerifier", "apps.guard_fastmcp:jwt", "fastmcp"),
     Server("gateway", "SDK behind the gatehouse gateway", SHARED_SDK, "sdk", proxy="gateway"),
+    Server("gateway-preempting", "SDK behind the gatehouse gateway, default scheduling", SHARED_SDK, "sdk",
+           proxy="gateway", proxy_options=("--no-batch-scheduling",)),
     Server("nginx", "SDK behind nginx, no auth (a proxy's floor)", SHARED_SDK if NGINX else None,
            "sdk", authenticated=False, sends_token=True, proxy="nginx", skip_note=NO_NGINX),
     Server("gateway-own", "SDK behind the gatehouse gateway, on the generator's core", SHARED_SDK, "sdk",
@@ -561,7 +569,8 @@ def _gateway_argv(upstream: str, resource: str, port: int, jwks_uri: str, policy
 
 def _nginx_argv(upstream_port: int, port: int, work: Path) -> list[str]:
     """nginx in one process (no master), proxying to the upstream over kept-alive HTTP/1.1
-    connections, unbuffered, with the client's ``Authorization`` stripped as the gateway does."""
+    connections, unbuffered, with the client's ``Authorization`` stripped and under the
+    ``SCHED_BATCH`` policy, as the gateway does."""
     assert NGINX is not None
     prefix = work / f"nginx-{port}"
     prefix.mkdir(exist_ok=True)
@@ -580,7 +589,8 @@ def _nginx_argv(upstream_port: int, port: int, work: Path) -> list[str]:
             "} }", "}", "",
         ])
     )  # fmt: skip
-    return [NGINX, "-p", str(prefix), "-e", "stderr", "-c", str(config)]
+    as_batch_task = [CHRT, "--batch", "0"] if CHRT else []  # as the gateway runs (gatehouse.guard.scheduling)
+    return [*as_batch_task, NGINX, "-p", str(prefix), "-e", "stderr", "-c", str(config)]
 
 
 def _bench_env(ctx: dict[str, Any], resource: str, **extra: str) -> dict[str, str]:
@@ -662,7 +672,8 @@ async def launch(
         else:
             policy = work / "gateway-policy.toml"
             policy.write_text(GATEWAY_POLICY)
-            argv = _gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy)
+            argv = [*_gateway_argv(f"http://127.0.0.1:{upstream_port}/mcp", resource, port, ctx["jwks_uri"], policy),
+                    *spec.proxy_options]
         proxy = ServerProcess(
             spec.proxy, argv, port, work / f"{spec.key}-{port}.log", env=_bench_env(ctx, resource),
             cpu=server_cpu if proxy_cpu is None else proxy_cpu,

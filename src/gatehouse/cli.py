@@ -291,6 +291,7 @@ def gateway(
     identity_header: Annotated[Optional[str], typer.Option(help="Header that carries the caller's subject to the upstream.")] = None,
     algorithm: Annotated[list[str], typer.Option(help="Accepted signing algorithm (repeatable).")] = ["ES256"],
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (costs CPU on the hot path).")] = False,
+    batch_scheduling: Annotated[bool, typer.Option(help="With --upstream, on Linux: run as a SCHED_BATCH task, whose wakeups do not preempt the MCP server on its core (see gatehouse.guard.scheduling).")] = True,
     session_secret_file: Annotated[Optional[Path], typer.Option(help=f"File holding the secret that binds session ids to their users (or env {SESSION_SECRET_ENV}); share it so sessions survive a restart and work on every instance. Default: a new one per start.")] = None,
 ) -> None:
     """Put OAuth in front of any MCP server: an HTTP one (--upstream URL) or a stdio one (-- COMMAND…)."""
@@ -302,6 +303,7 @@ def gateway(
         create_gateway_app,
     )
     from gatehouse.guard.policy import PolicyError
+    from gatehouse.guard.scheduling import run_as_batch_task
 
     issuer = issuer.rstrip("/")
     resource = resource or f"http://{host}:{port}{path}"
@@ -351,6 +353,8 @@ def gateway(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     out.print(f"Gatehouse gateway: [bold]{resource}[/] → {target}  (tokens from {issuer})", highlight=False)
     app = create_gateway_app(guard, proxy, path)
+    if batch_scheduling and upstream:  # a stdio server would inherit the policy: unmeasured, so left alone
+        run_as_batch_task()
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, proxy_headers=False, http=app.http_protocol)
     except OSError as exc:
