@@ -49,7 +49,7 @@ every request (the cost of a cache miss). Servers (``--only``):
                        upstream, as near as two cores come to a gateway host or container of its
                        own, and the upstream alone on the server core: the latency the hop adds,
                        not the CPU it takes from the MCP server. The generator's core is shared,
-                       and on this machine type the host steals more of it than of the server's
+                       and on some hosts of this machine type more of it is stolen than of the server's
 * ``nginx-own``        nginx placed the same way
 
 Tokens are ES256 JWTs (``typ: at+jwt``, ``iss``, ``aud`` = the server's ``/mcp`` URL, ``scope``
