@@ -12,7 +12,7 @@ import sys
 
 from gatehouse.guard import scheduling
 from tests.conftest import free_socket
-from tests.integration.test_introspection import GATEHOUSE, wait_until_serving
+from tests.support.gateway_process import GATEHOUSE, wait_until_serving
 
 NOWHERE = "http://127.0.0.1:9"  # nothing listens there: the gateway needs neither to start
 

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import time
 
 import httpx2
@@ -27,6 +26,7 @@ from gatehouse.guard import Guard, IntrospectionVerifier, Policy, current_caller
 from gatehouse.guard.introspection import CREDENTIALS_REFUSED, UNREACHABLE
 from gatehouse.store import db
 from tests.conftest import ThreadedServer, free_socket
+from tests.support.gateway_process import GATEHOUSE, wait_until_serving
 from tests.support.mcp_client import with_session
 
 OTHER_RESOURCE = "http://127.0.0.1:9/other/mcp"
@@ -208,9 +208,6 @@ def test_migration_0003_round_trips(store_url):
 
 # -- the CLI: `gatehouse clients add --resource-server` and `gatehouse gateway --introspect` --
 
-GATEHOUSE = [sys.executable, "-m", "gatehouse.cli"]
-
-
 def cli_env(live_as, extra_resource, **more) -> dict:
     resources = [{"uri": extra_resource, "scopes": ["tools:read"]}]
     env = {**os.environ, "GATEHOUSE_DATABASE_URL": live_as.settings.database_url, "GATEHOUSE_RESOURCES": json.dumps(resources)}
@@ -238,20 +235,6 @@ def plain_upstream() -> Starlette:
             yield
 
     return Starlette(routes=[Route("/mcp", sdk)], lifespan=lifespan)
-
-
-def wait_until_serving(process: subprocess.Popen, url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the gateway exited: {process.stderr.read()}")
-        try:
-            if httpx2.get(url, timeout=1).status_code == 200:
-                return
-        except httpx2.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the gateway did not start")
 
 
 async def test_cli_registers_a_resource_server_and_runs_the_gateway_with_introspection(
